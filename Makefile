@@ -1,0 +1,33 @@
+# Two commands matter: `make demo` and `make test`. Both run `setup` first; every setup step is idempotent.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup host venv demo test lint typecheck unit fuzz bench clean
+
+setup: host venv
+
+host:
+	@bash packaging/host-setup.sh
+
+venv:
+	@bash packaging/venv-setup.sh $(VENV)
+
+demo: setup
+	$(PY) -m vhtune demo
+
+lint: venv
+	$(VENV)/bin/ruff check vhtune tests bench
+	$(VENV)/bin/ruff format --check vhtune tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: setup lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from vhtune.cli import main
+
+main()
