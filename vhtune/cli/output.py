@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ def emit_json(obj: Any) -> None:
 
 
 def console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output has no terminal width; rich would assume 80 columns and fold every table.
+    width = shutil.get_terminal_size((140, 40)).columns
+    return Console(highlight=False, soft_wrap=False, width=max(width, 100))
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
