@@ -16,9 +16,11 @@ venv:
 demo: setup
 	$(PY) -m vhtune demo
 
+LINT_DIRS := $(wildcard vhtune tests bench)
+
 lint: venv
-	$(VENV)/bin/ruff check vhtune tests bench
-	$(VENV)/bin/ruff format --check vhtune tests bench
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 
 typecheck: venv
 	$(VENV)/bin/mypy
