@@ -1,0 +1,117 @@
+"""Leftover detection and ``vhtune lab clean``: everything is found by the lab's naming prefix only.
+
+A leftover belongs to a dead lab run when the pid embedded in its name (``vhl<kind><pid>x<n>``) is gone; those
+of live runs (other tests on the same host) are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from vhtune.lab.names import PREFIX, RUN_DIR, pid_of
+from vhtune.lab.netns import delete_link, link_names, list_netns
+from vhtune.lab.proc import run
+
+HUGEPAGES = Path("/dev/hugepages")
+
+
+def _lab(names: list[str]) -> list[str]:
+    return [n for n in names if n.startswith(PREFIX)]
+
+
+def _run_files() -> list[str]:
+    if not RUN_DIR.is_dir():
+        return []
+    return sorted(p.name for p in RUN_DIR.iterdir() if p.name.startswith(PREFIX))
+
+
+def _hugepage_files() -> list[str]:
+    if not HUGEPAGES.is_dir():
+        return []
+    return sorted(p.name for p in HUGEPAGES.iterdir() if p.name.startswith(PREFIX))
+
+
+def _lab_processes() -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if any(PREFIX in a for a in cmd[1:]) and p.pid != os.getpid():
+            out.append(p)
+    return out
+
+
+def snapshot(pid: int) -> dict[str, list[str]]:
+    """What the lab has on this host now, plus the live descendants of ``pid`` (for before/after checks)."""
+    children = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        children = [f"{c.pid}:{c.name()}" for c in psutil.Process(pid).children(recursive=True)]
+    return {
+        "netns": _lab(list_netns()),
+        "links": _lab(link_names()),
+        "run_files": _run_files(),
+        "hugepages": _hugepage_files(),
+        "children": children,
+    }
+
+
+def _dead(name: str) -> bool:
+    pid = pid_of(name)
+    return pid is not None and not psutil.pid_exists(pid)
+
+
+@dataclass
+class CleanReport:
+    processes: list[int] = field(default_factory=list)
+    netns: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    kept_live: list[str] = field(default_factory=list)
+
+
+def clean(dry_run: bool = False) -> CleanReport:
+    """Remove leftovers of dead lab runs: processes, netns, root links, run-dir files, hugepage files."""
+    rep = CleanReport()
+    for p in _lab_processes():
+        cmd = " ".join(p.info.get("cmdline") or [])
+        owners = [pid_of(w) for w in cmd.replace(",", " ").replace("=", " ").replace("/", " ").split()]
+        owners_known = [o for o in owners if o is not None]
+        if owners_known and all(not psutil.pid_exists(o) for o in owners_known):
+            rep.processes.append(p.pid)
+            if not dry_run:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    p.send_signal(signal.SIGKILL)
+    for ns in _lab(list_netns()):
+        if _dead(ns):
+            rep.netns.append(ns)
+            if not dry_run:
+                run(["ip", "netns", "del", ns], check=False)
+        else:
+            rep.kept_live.append(ns)
+    for link in _lab(link_names()):
+        if _dead(link):
+            rep.links.append(link)
+            if not dry_run:
+                delete_link(link)
+        else:
+            rep.kept_live.append(link)
+    for base, names in ((RUN_DIR, _run_files()), (HUGEPAGES, _hugepage_files())):
+        for name in names:
+            if _dead(name):
+                rep.files.append(str(base / name))
+                if not dry_run:
+                    path = base / name
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+            else:
+                rep.kept_live.append(name)
+    return rep
