@@ -45,6 +45,9 @@ class NetdevInfo:
     chardev: str | None = None  # vhost-user: chardev id
     socket_path: str | None = None  # vhost-user: chardev path=
     socket_server: bool = False  # chardev server=on (QEMU listens, the back-end connects)
+    chardev_fd: int | None = None  # vhost-user: chardev fd= (socket passed in by libvirt)
+    fds: tuple[int, ...] = ()  # tap: fd= / fds= (QEMU's own fd numbers, passed in by libvirt)
+    vhostfds: tuple[int, ...] = ()  # tap: vhostfd= / vhostfds= (open /dev/vhost-net fds)
 
 
 @dataclass
@@ -57,6 +60,10 @@ class VMInfo:
     vcpu_tids: list[int] = field(default_factory=list)
     netdevs: list[NetdevInfo] = field(default_factory=list)
     memory_nodes: list[int] = field(default_factory=list)  # NUMA nodes backing guest memory, where visible
+    memory_kib_by_node: dict[int, int] = field(default_factory=dict)  # resident guest memory per node (numa_maps)
+    netns: str | None = None  # the QEMU process's network namespace (same labels as TapInfo.netns)
+    vhost_tids: list[int] = field(default_factory=list)  # vhost-net workers serving this VM
+    debug_threads: bool = False  # -name ...,debug-threads=on (without it vCPU threads are not named)
 
 
 @dataclass
@@ -88,6 +95,9 @@ class VhostUserSocketInfo:
     vm_pid: int | None = None  # the QEMU (front-end) side
     backend_pid: int | None = None  # the back-end side
     connected: bool = False
+    frontend_pid: int | None = None  # the front-end side: vm_pid, or e.g. a DPDK virtio-user process
+    netdev_id: str | None = None  # the VM's -netdev id using this socket
+    qemu_server: bool = False  # QEMU listens (chardev server=on) and the back-end connects
 
 
 @dataclass
@@ -97,6 +107,7 @@ class BackendInfo:
     comm: str
     thread_tids: list[int] = field(default_factory=list)  # data-path threads (role backend-worker/vhost-worker)
     socket_paths: list[str] = field(default_factory=list)
+    frontend_pids: list[int] = field(default_factory=list)  # VMs / front-ends it serves
 
 
 @dataclass

@@ -1,0 +1,190 @@
+"""Reading /proc and /sys under a root directory (the seam unit tests use to feed a fake tree).
+
+Every method raises ``OSError`` (FileNotFoundError / ProcessLookupError for a vanished process,
+PermissionError) and leaves the policy — skip, report in ``Snapshot.problems`` — to the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_FD_SOCKET = re.compile(r"^socket:\[(\d+)\]$")
+_NS_LINK = re.compile(r"^net:\[(\d+)\]$")
+
+# /proc/net/unix "Flags" column: __SO_ACCEPTCON (0x10000) marks a listening socket.
+_SO_ACCEPTCON = 0x10000
+# "St" column: socket_state values; SS_CONNECTED = 3.
+SS_UNCONNECTED = 1
+SS_CONNECTED = 3
+
+
+def parse_cpulist(text: str) -> tuple[int, ...]:
+    """``0-3,8,10-11`` → (0, 1, 2, 3, 8, 10, 11); the format of Cpus_allowed_list and node*/cpulist."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            cpus.extend(range(int(lo), int(hi) + 1))
+        else:
+            cpus.append(int(part))
+    return tuple(cpus)
+
+
+@dataclass(frozen=True)
+class UnixEntry:
+    """One line of /proc/net/unix."""
+
+    inode: int
+    listening: bool
+    state: int  # SS_UNCONNECTED for listeners, SS_CONNECTED for both ends of a connection
+    path: str | None  # bound name; an accepted socket reports its listener's name; "@..." = abstract
+
+
+class ProcFS:
+    def __init__(self, root: Path = Path("/")) -> None:
+        self.root = Path(root)
+        self.proc = self.root / "proc"
+        self.sys = self.root / "sys"
+
+    # --- processes and threads -------------------------------------------------------------------
+    def pids(self) -> list[int]:
+        return sorted(int(n) for n in os.listdir(self.proc) if n.isdigit())
+
+    def _task(self, pid: int, tid: int | None) -> Path:
+        return self.proc / str(pid) if tid is None else self.proc / str(pid) / "task" / str(tid)
+
+    def comm(self, pid: int, tid: int | None = None) -> str:
+        return (self._task(pid, tid) / "comm").read_text(errors="replace").rstrip("\n")
+
+    def cmdline(self, pid: int) -> list[str]:
+        raw = (self.proc / str(pid) / "cmdline").read_bytes()
+        return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] if raw else []
+
+    def tids(self, pid: int) -> list[int]:
+        return sorted(int(n) for n in os.listdir(self.proc / str(pid) / "task") if n.isdigit())
+
+    def last_cpu(self, pid: int, tid: int | None = None) -> int | None:
+        """Field 39 ("processor") of stat: the CPU the task last ran on.
+
+        comm (field 2) is in parentheses and may hold spaces and ')' ("CPU 0/TCG"), so fields are
+        counted after the last ')'; field 3 is the first one after it."""
+        text = (self._task(pid, tid) / "stat").read_text()
+        rest = text[text.rindex(")") + 2 :].split()
+        return int(rest[39 - 3]) if len(rest) > 39 - 3 else None
+
+    def status(self, pid: int, tid: int | None = None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in (self._task(pid, tid) / "status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+        return out
+
+    def affinity(self, pid: int, tid: int | None = None) -> tuple[int, ...]:
+        return parse_cpulist(self.status(pid, tid).get("Cpus_allowed_list", ""))
+
+    # --- file descriptors ------------------------------------------------------------------------
+    def fd_links(self, pid: int) -> dict[int, str]:
+        """fd → link target. Fds closed while listing are skipped; an unreadable fd dir raises."""
+        fddir = self.proc / str(pid) / "fd"
+        out: dict[int, str] = {}
+        with os.scandir(fddir) as it:
+            for entry in it:
+                try:
+                    out[int(entry.name)] = os.readlink(entry.path)
+                except (FileNotFoundError, ValueError):
+                    continue
+        return out
+
+    def fdinfo(self, pid: int, fd: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in (self.proc / str(pid) / "fdinfo" / str(fd)).read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                out[key.strip()] = value.strip()
+        return out
+
+    @staticmethod
+    def socket_inode(link: str) -> int | None:
+        m = _FD_SOCKET.match(link)
+        return int(m.group(1)) if m else None
+
+    # --- namespaces and unix sockets -------------------------------------------------------------
+    def netns(self, pid: int | str) -> int:
+        """Inode of the network namespace of ``pid`` ("self" for the caller)."""
+        link = os.readlink(self.proc / str(pid) / "ns" / "net")
+        m = _NS_LINK.match(link)
+        if not m:
+            raise FileNotFoundError(f"unexpected ns link {link!r}")
+        return int(m.group(1))
+
+    def netns_names(self) -> dict[int, str]:
+        """netns inode → name for the bind mounts in /run/netns (``ip netns add NAME``)."""
+        out: dict[int, str] = {}
+        d = self.root / "run" / "netns"
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            return out
+        for name in names:
+            try:
+                out[os.stat(d / name).st_ino] = name
+            except OSError:
+                continue
+        return out
+
+    def unix_table(self, pid: int | str) -> list[UnixEntry]:
+        """/proc/PID/net/unix: the unix sockets of PID's network namespace (the table is per netns;
+        an accepted socket lives in the connecting side's netns)."""
+        out: list[UnixEntry] = []
+        with open(self.proc / str(pid) / "net" / "unix") as f:
+            next(f, None)  # header
+            for line in f:
+                # Num RefCount Protocol Flags Type St Inode [Path]; the path may contain spaces.
+                parts = line.rstrip("\n").split(None, 7)
+                if len(parts) < 7:
+                    continue
+                path = parts[7] if len(parts) > 7 else None
+                out.append(
+                    UnixEntry(
+                        inode=int(parts[6]),
+                        listening=bool(int(parts[3], 16) & _SO_ACCEPTCON),
+                        state=int(parts[5], 16),
+                        path=path,
+                    )
+                )
+        return out
+
+    # --- memory and topology ---------------------------------------------------------------------
+    def numa_maps(self, pid: int) -> str:
+        return (self.proc / str(pid) / "numa_maps").read_text()
+
+    def online_cpus(self) -> tuple[int, ...]:
+        try:
+            return parse_cpulist((self.sys / "devices/system/cpu/online").read_text())
+        except OSError:
+            return tuple(range(os.cpu_count() or 1)) if self.root == Path("/") else ()
+
+    def cpu_nodes(self) -> dict[int, int]:
+        """CPU → NUMA node from /sys/devices/system/node/node*/cpulist (empty without NUMA sysfs)."""
+        out: dict[int, int] = {}
+        base = self.sys / "devices/system/node"
+        try:
+            names = os.listdir(base)
+        except OSError:
+            return out
+        for name in names:
+            if not (name.startswith("node") and name[4:].isdigit()):
+                continue
+            try:
+                cpus = parse_cpulist((base / name / "cpulist").read_text())
+            except OSError:
+                continue
+            for c in cpus:
+                out[c] = int(name[4:])
+        return out
