@@ -1,0 +1,131 @@
+"""plan → apply → verify → rollback over knobs, with the journal written before every change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vhtune.discover.model import Snapshot
+from vhtune.errors import TuneError
+from vhtune.tune.journal import Journal, boot_id
+from vhtune.tune.knob import Target, Value
+from vhtune.tune.knobs import KNOBS, make_knob
+from vhtune.tune.plan import Change, Plan, new_plan, save_plan
+from vhtune.tune.targets import check_target
+
+SnapshotFn = Callable[[], Snapshot]
+
+
+@dataclass(frozen=True)
+class Request:
+    knob: str
+    target: Target
+    value: Value
+    reason: str = ""
+
+
+def make_plan(requests: list[Request], snapshot: Snapshot, root: Path | None = None) -> Plan:
+    changes: list[Change] = []
+    for req in requests:
+        check_target(req.target, snapshot)
+        knob = make_knob(req.knob, req.target)
+        proposed = knob.normalize(req.value) if not knob.restart_required else req.value
+        current = knob.read()
+        changes.append(
+            Change(
+                knob=req.knob,
+                target=req.target,
+                current=knob.normalize(current) if current is not None and not knob.restart_required else current,
+                proposed=proposed,
+                command=knob.command(proposed),
+                restart_required=knob.restart_required,
+                reason=req.reason,
+            )
+        )
+    plan = new_plan(changes)
+    save_plan(plan, root)
+    return plan
+
+
+def apply_plan(plan: Plan, snapshot_fn: SnapshotFn, root: Path | None = None) -> list[Change]:
+    """Apply every runtime change; on any failure roll back what this call applied and raise."""
+    journal = Journal(plan.id, root)
+    if any(e.get("event") == "applied" for e in journal.entries()) and not _rolled_back(journal):
+        raise TuneError(f"plan {plan.id} is already applied", "verify it, or roll it back first")
+    snap = snapshot_fn()  # re-check targets now: tids may have been reused since planning
+    applied: list[Change] = []
+    for seq, ch in enumerate(plan.changes):
+        if ch.restart_required or ch.is_noop:
+            continue
+        check_target(ch.target, snap)
+        knob = make_knob(ch.knob, ch.target)
+        old = knob.normalize(knob.read())
+        journal.append({"event": "saved", "seq": seq, "knob": ch.knob, "target": vars(ch.target), "old": old})
+        try:
+            knob.apply(ch.proposed)
+            if not knob.verify(ch.proposed):
+                raise TuneError(f"{ch.knob} on {ch.target.label()} reads back {knob.read()!r} after apply")
+        except TuneError as exc:
+            rollback_plan(plan.id, root)
+            raise TuneError(f"applying plan {plan.id} failed and was rolled back: {exc.message}") from None
+        journal.append({"event": "applied", "seq": seq, "new": ch.proposed})
+        applied.append(ch)
+    return applied
+
+
+@dataclass
+class VerifyRow:
+    change: Change
+    current: Value
+    ok: bool
+
+
+def verify_plan(plan: Plan) -> list[VerifyRow]:
+    rows = []
+    for ch in plan.changes:
+        if ch.restart_required or ch.is_noop:
+            continue
+        knob = make_knob(ch.knob, ch.target)
+        try:
+            cur = knob.normalize(knob.read())
+        except TuneError as exc:
+            cur = f"unreadable: {exc.message}"
+        rows.append(VerifyRow(ch, cur, cur == knob.normalize(ch.proposed)))
+    return rows
+
+
+def _rolled_back(journal: Journal) -> bool:
+    entries = journal.entries()
+    return bool(entries) and entries[-1].get("event") == "rollback-done"
+
+
+def rollback_plan(pid: str, root: Path | None = None) -> list[dict[str, Any]]:
+    """Restore every saved old value, newest first. Works from the journal alone (after SIGKILL too)."""
+    journal = Journal(pid, root)
+    entries = journal.entries()
+    if not entries:
+        raise TuneError(f"plan {pid} has no journal: nothing was applied", "nothing to roll back")
+    restored_seqs = {e["seq"] for e in entries if e.get("event") == "restored"}
+    saved = [e for e in entries if e.get("event") == "saved" and e["seq"] not in restored_seqs]
+    this_boot = boot_id()
+    done: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for e in reversed(saved):
+        target = Target(**e["target"])
+        knob = make_knob(e["knob"], target)
+        if e.get("boot_id") != this_boot and not KNOBS[e["knob"]].survives_reboot:
+            journal.append({"event": "restored", "seq": e["seq"], "note": "reset by reboot"})
+            continue
+        try:
+            knob.rollback(e["old"])
+        except TuneError as exc:
+            errors.append(exc.message)
+            continue
+        journal.append({"event": "restored", "seq": e["seq"], "old": e["old"]})
+        done.append(e)
+    if errors:
+        raise TuneError(f"rollback of plan {pid} left {len(errors)} value(s) unrestored: {'; '.join(errors)}")
+    journal.append({"event": "rollback-done"})
+    return done

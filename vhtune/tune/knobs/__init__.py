@@ -1,0 +1,23 @@
+"""Every knob vhtune can change, by stable name."""
+
+from __future__ import annotations
+
+from vhtune.errors import TuneError
+from vhtune.tune.knob import Knob, Target
+from vhtune.tune.knobs.kernel import ModuleParamKnob, SysctlKnob
+from vhtune.tune.knobs.planned import QemuOptionKnob
+from vhtune.tune.knobs.tap import TapTxQueueLenKnob
+from vhtune.tune.knobs.thread import ThreadAffinityKnob, ThreadSchedKnob
+
+KNOBS: dict[str, type[Knob]] = {
+    k.name: k
+    for k in (ThreadAffinityKnob, ThreadSchedKnob, TapTxQueueLenKnob, SysctlKnob, ModuleParamKnob, QemuOptionKnob)
+}
+
+
+def make_knob(name: str, target: Target) -> Knob:
+    try:
+        cls = KNOBS[name]
+    except KeyError:
+        raise TuneError(f"there is no knob named {name!r}", f"known knobs: {', '.join(sorted(KNOBS))}") from None
+    return cls(target)

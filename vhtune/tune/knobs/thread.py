@@ -1,0 +1,107 @@
+"""Thread placement knobs: CPU affinity and scheduling class/priority of one thread (tid).
+
+sched_setaffinity(2)/sched_setscheduler(2) act on a single thread when given a tid, which is what a vhost
+worker, a back-end lcore or a vCPU is. Neither survives the thread's exit, so nothing persists past a reboot.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vhtune.errors import TuneError
+from vhtune.tune.knob import Knob, Value, format_cpulist, parse_cpulist
+
+_POLICIES = {
+    "other": os.SCHED_OTHER,
+    "batch": os.SCHED_BATCH,
+    "idle": os.SCHED_IDLE,
+    "fifo": os.SCHED_FIFO,
+    "rr": os.SCHED_RR,
+}
+_POLICY_NAMES = {v: k for k, v in _POLICIES.items()}
+_CHRT_FLAG = {"other": "-o", "batch": "-b", "idle": "-i", "fifo": "-f", "rr": "-r"}
+
+
+def _tid(knob: Knob) -> int:
+    try:
+        return int(knob.target.ident["tid"])
+    except (KeyError, ValueError):
+        raise TuneError(f"{knob.name} needs a target tid=N, got {knob.target.label()}") from None
+
+
+def _gone(tid: int) -> TuneError:
+    return TuneError(f"thread {tid} no longer exists", "re-run `vhtune discover` and plan again")
+
+
+class ThreadAffinityKnob(Knob):
+    name = "thread-affinity"
+
+    def normalize(self, value: Value) -> Value:
+        return parse_cpulist(value) if isinstance(value, str) else sorted(int(c) for c in value)
+
+    def read(self) -> Value:
+        tid = _tid(self)
+        try:
+            return sorted(os.sched_getaffinity(tid))
+        except ProcessLookupError:
+            raise _gone(tid) from None
+
+    def apply(self, value: Value) -> None:
+        tid = _tid(self)
+        cpus = self.normalize(value)
+        online = os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))
+        if not cpus or not set(cpus) <= online:
+            raise TuneError(f"CPU list {value!r} is empty or names CPUs this host lacks (online: {sorted(online)})")
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:
+            raise _gone(tid) from None
+        except OSError as exc:
+            raise TuneError(f"cannot set affinity of thread {tid}: {exc.strerror}") from None
+
+    def command(self, value: Value) -> str:
+        return f"taskset -pc {format_cpulist(self.normalize(value))} {_tid(self)}"
+
+
+class ThreadSchedKnob(Knob):
+    """Value: {"policy": "other|batch|idle|fifo|rr", "priority": 0-99 (rt only), "nice": -20..19}."""
+
+    name = "thread-sched"
+
+    def normalize(self, value: Value) -> Value:
+        if not isinstance(value, dict):
+            raise TuneError(f"{self.name} takes policy/priority/nice, got {value!r}", 'e.g. {"policy": "fifo"}')
+        policy = str(value.get("policy", "other"))
+        if policy not in _POLICIES:
+            raise TuneError(f"unknown scheduling policy {policy!r}", f"use one of {', '.join(_POLICIES)}")
+        rt = policy in ("fifo", "rr")
+        prio = int(value.get("priority", 1 if rt else 0))
+        if (rt and not 1 <= prio <= 99) or (not rt and prio != 0):
+            raise TuneError(f"priority {prio} is invalid for policy {policy}", "1..99 for fifo/rr, 0 otherwise")
+        return {"policy": policy, "priority": prio, "nice": int(value.get("nice", 0))}
+
+    def read(self) -> Value:
+        tid = _tid(self)
+        try:
+            pol = os.sched_getscheduler(tid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0x40000000)
+            prio = os.sched_getparam(tid).sched_priority
+            nice = os.getpriority(os.PRIO_PROCESS, tid)  # per-thread when given a tid on Linux
+        except ProcessLookupError:
+            raise _gone(tid) from None
+        return {"policy": _POLICY_NAMES.get(pol, str(pol)), "priority": prio, "nice": nice}
+
+    def apply(self, value: Value) -> None:
+        tid = _tid(self)
+        v = self.normalize(value)
+        try:
+            os.sched_setscheduler(tid, _POLICIES[v["policy"]], os.sched_param(v["priority"]))
+            os.setpriority(os.PRIO_PROCESS, tid, v["nice"])
+        except ProcessLookupError:
+            raise _gone(tid) from None
+        except OSError as exc:
+            raise TuneError(f"cannot set scheduling of thread {tid}: {exc.strerror}") from None
+
+    def command(self, value: Value) -> str:
+        v = self.normalize(value)
+        tid = _tid(self)
+        return f"chrt {_CHRT_FLAG[v['policy']]} -p {v['priority']} {tid} && renice -n {v['nice']} -p {tid}"
