@@ -92,7 +92,8 @@ class _Walk:
             pids = self.fs.pids()
         except OSError as exc:
             raise VhtuneError(
-                f"cannot list processes under {self.fs.proc}: {exc.strerror}", hint="is /proc mounted?"
+                f"cannot list processes under {self.fs.proc}: {(exc.strerror or str(exc)).lower()}",
+                hint="is /proc mounted?" if self.fs.root == Path("/") else "the root must contain proc/",
             ) from exc
         for pid in pids:
             try:
