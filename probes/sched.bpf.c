@@ -1,0 +1,172 @@
+/* sched family: per target thread on-CPU time, run-queue wait (wakeup or preemption → switch-in) as a log2
+ * histogram, wake-ups, voluntary/involuntary switches, migrations, and the tasks that held a CPU while a
+ * target waited there. Fields used: sched_switch prev_pid/prev_state/next_pid, sched_wakeup{,_new}
+ * pid/target_cpu, sched_migrate_task pid/orig_cpu/dest_cpu. sched_switch runs in prev's context, so
+ * bpf_get_current_pid_tgid()/comm describe prev. */
+
+BPF_HASH(targets, u32, u32, VHT_MAX_THREADS); /* tid → thread slot, written by user space */
+BPF_PERCPU_ARRAY(thread_stats, struct vht_thread_stats, VHT_MAX_THREADS);
+BPF_ARRAY(thread_ts, struct vht_thread_ts, VHT_MAX_THREADS);
+BPF_PERCPU_ARRAY(runq_hist, struct vht_hist, VHT_MAX_THREADS);
+BPF_ARRAY(cpu_wait, struct vht_cpu_wait, VHT_MAX_CPUS);
+BPF_PERCPU_ARRAY(cpu_since, u64, 1); /* when the current task of this CPU was switched in */
+BPF_HASH(competitors, struct vht_comp_key, struct vht_comp_val, VHT_HASH_ENTRIES);
+
+static __always_inline void vht_wait_enter(struct vht_thread_ts *ts, u32 cpu, u64 now)
+{
+    if (ts->wait_cpu >= 0)
+        return;
+    struct vht_cpu_wait *cw = cpu_wait.lookup(&cpu);
+    if (!cw)
+        return;
+    /* Not atomic with the add below; a lost race only shifts wait_start by one event. */
+    if (cw->waiters <= 0)
+        cw->wait_start = now;
+    __sync_fetch_and_add(&cw->waiters, 1);
+    ts->wait_cpu = cpu;
+}
+
+static __always_inline void vht_wait_leave(struct vht_thread_ts *ts)
+{
+    if (ts->wait_cpu < 0)
+        return;
+    u32 cpu = ts->wait_cpu;
+    struct vht_cpu_wait *cw = cpu_wait.lookup(&cpu);
+    if (cw)
+        __sync_fetch_and_add(&cw->waiters, -1);
+    ts->wait_cpu = -1;
+}
+
+static __always_inline void vht_competitor(u32 cpu, u64 now)
+{
+    struct vht_cpu_wait *cw = cpu_wait.lookup(&cpu);
+    u32 zero = 0;
+    u64 *since = cpu_since.lookup(&zero);
+    if (!cw || !since)
+        return;
+    u64 start = *since;
+    if (cw->waiters > 0 && start) {
+        if (cw->wait_start > start)
+            start = cw->wait_start;
+        u64 pid_tgid = bpf_get_current_pid_tgid();
+        struct vht_comp_key key = {.tid = (u32)pid_tgid, .cpu = cpu};
+        if (key.tid != 0 && now > start) {
+            struct vht_comp_val *v = competitors.lookup(&key);
+            if (!v) {
+                struct vht_comp_val init = {.tgid = pid_tgid >> 32};
+                bpf_get_current_comm(&init.comm, sizeof(init.comm));
+                if (competitors.update(&key, &init) != 0)
+                    vht_lose(VHT_LOST_COMPETITOR);
+                v = competitors.lookup(&key);
+            }
+            if (v) {
+                __sync_fetch_and_add(&v->ns, now - start);
+                __sync_fetch_and_add(&v->slices, 1);
+            }
+        }
+    }
+    *since = now;
+}
+
+TRACEPOINT_PROBE(sched, sched_switch)
+{
+    u64 now = bpf_ktime_get_ns();
+    u32 cpu = bpf_get_smp_processor_id();
+    vht_competitor(cpu, now);
+
+    u32 prev = args->prev_pid;
+    u32 *slot = targets.lookup(&prev);
+    if (slot) {
+        u32 s = *slot;
+        struct vht_thread_stats *st = thread_stats.lookup(&s);
+        struct vht_thread_ts *ts = thread_ts.lookup(&s);
+        if (st && ts) {
+            if (ts->oncpu_since && now > ts->oncpu_since)
+                st->oncpu_ns += now - ts->oncpu_since;
+            ts->oncpu_since = 0;
+            vht_wait_leave(ts); /* it was running, so any earlier wait is over */
+            if ((args->prev_state & VHT_SLEEP_STATE_MASK) == 0) {
+                st->invol_switches++; /* still runnable: preempted, it now waits on this CPU */
+                ts->wait_since = now;
+                vht_wait_enter(ts, cpu, now);
+            } else {
+                st->vol_switches++;
+                ts->wait_since = 0;
+            }
+        }
+    }
+
+    u32 next = args->next_pid;
+    slot = targets.lookup(&next);
+    if (slot) {
+        u32 s = *slot;
+        struct vht_thread_stats *st = thread_stats.lookup(&s);
+        struct vht_thread_ts *ts = thread_ts.lookup(&s);
+        if (st && ts) {
+            ts->oncpu_since = now;
+            if (ts->wait_since && now > ts->wait_since) {
+                u64 delta = now - ts->wait_since;
+                st->runq_ns += delta;
+                st->runq_count++;
+                u32 b = bpf_log2l(delta);
+                if (b >= VHT_RUNQ_BUCKETS)
+                    b = VHT_RUNQ_BUCKETS - 1;
+                struct vht_hist *h = runq_hist.lookup(&s);
+                if (h && b < VHT_RUNQ_BUCKETS)
+                    h->b[b]++;
+            }
+            ts->wait_since = 0;
+            vht_wait_leave(ts);
+        }
+    }
+    return 0;
+}
+
+static __always_inline void vht_on_wakeup(u32 tid, u32 target_cpu)
+{
+    u32 *slot = targets.lookup(&tid);
+    if (!slot)
+        return;
+    u32 s = *slot;
+    struct vht_thread_stats *st = thread_stats.lookup(&s);
+    struct vht_thread_ts *ts = thread_ts.lookup(&s);
+    if (!st || !ts)
+        return;
+    st->wakeups++;
+    if (!ts->wait_since) {
+        u64 now = bpf_ktime_get_ns();
+        ts->wait_since = now;
+        vht_wait_enter(ts, target_cpu, now);
+    }
+}
+
+TRACEPOINT_PROBE(sched, sched_wakeup)
+{
+    vht_on_wakeup(args->pid, args->target_cpu);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_wakeup_new)
+{
+    vht_on_wakeup(args->pid, args->target_cpu);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_migrate_task)
+{
+    u32 tid = args->pid;
+    u32 *slot = targets.lookup(&tid);
+    if (!slot)
+        return 0;
+    u32 s = *slot;
+    struct vht_thread_stats *st = thread_stats.lookup(&s);
+    struct vht_thread_ts *ts = thread_ts.lookup(&s);
+    if (!st || !ts)
+        return 0;
+    st->migrations++;
+    if (ts->wait_cpu >= 0) { /* a queued task moved: it now waits on dest_cpu */
+        vht_wait_leave(ts);
+        vht_wait_enter(ts, args->dest_cpu, ts->wait_since ? ts->wait_since : bpf_ktime_get_ns());
+    }
+    return 0;
+}

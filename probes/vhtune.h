@@ -1,0 +1,174 @@
+/* Shared layout of every map value/key the vhtune probes fill; mirrored in vhtune/probes/layouts.py,
+ * whose ctypes structs must have the same sizes (checked at load against the types bcc derives from here).
+ *
+ * Only tracepoint fields and BPF helpers are read: this host compiles against 6.1 headers while running
+ * 6.18, so any kernel struct read through the headers would use wrong offsets. Tracepoint args come from
+ * the running kernel's tracefs format files (bcc generates them), so they are safe.
+ *
+ * Counters in per-CPU arrays are cumulative; user space sums CPUs and diffs per interval. Counters in hash
+ * maps are shared (atomic adds) and user space reads them with lookup-and-delete, i.e. read-and-clear. */
+#ifndef VHTUNE_H
+#define VHTUNE_H
+
+#ifndef VHT_MAX_THREADS
+#define VHT_MAX_THREADS 1024
+#endif
+#ifndef VHT_MAX_TAPS
+#define VHT_MAX_TAPS 64
+#endif
+#ifndef VHT_MAX_FDS
+#define VHT_MAX_FDS 1024
+#endif
+#ifndef VHT_MAX_CPUS
+#define VHT_MAX_CPUS 256
+#endif
+#ifndef VHT_SKB_TRACK
+#define VHT_SKB_TRACK 16384 /* in-flight skbs remembered for kfree_skb attribution (LRU) */
+#endif
+#ifndef VHT_NOTIFY_WINDOW_NS
+#define VHT_NOTIFY_WINDOW_NS 200000 /* an irqfd injection within this long after an eventfd write is its */
+#endif
+#ifndef VHT_HASH_ENTRIES
+#define VHT_HASH_ENTRIES 4096
+#endif
+
+/* log2 run-queue histogram: bucket b counts waits with floor(log2(ns)) == b. 2^40 ns ≈ 18 min. */
+#define VHT_RUNQ_BUCKETS 40
+
+#define VHT_DIR_RX 0 /* the tap device received it (netif_receive_skb): its user wrote a frame in */
+#define VHT_DIR_TX 1 /* the stack transmitted it on the tap (net_dev_queue/xmit): toward its user */
+
+#define VHT_IRQ_SET_IRQ 0 /* kvm:kvm_set_irq (gsi routed through irqchip / KVM_IRQ_LINE) */
+#define VHT_IRQ_MSI 1     /* kvm:kvm_msi_set_irq (MSI: gsi field holds data & 0xff, the vector) */
+
+#define VHT_NOSLOT 0xffffffffu
+
+/* sched_switch prev_state: this kernel's print_fmt treats bits 0..7 (S D T t X Z P I) as sleep states and
+ * 0x100 (TASK_REPORT_MAX) as "preempted"; a switch with none of the low bits set left the task runnable. */
+#define VHT_SLEEP_STATE_MASK 0xff
+
+enum vht_lost {
+    VHT_LOST_COMPETITOR = 0, /* competitors map full */
+    VHT_LOST_DROP = 1,       /* drops map full */
+    VHT_LOST_IRQ = 2,        /* irq map full */
+    VHT_LOST_WAKE = 3,       /* vcpu wake map full */
+    VHT_LOST_SKB = 4,        /* skb owner update failed */
+    VHT_LOST_PENDING = 5,    /* pending-notify update failed */
+    VHT_LOST_VHOST = 6,      /* vhost kprobe map full */
+    VHT_LOST_SLOTS = 8,
+};
+
+struct vht_thread_stats { /* per-CPU array, indexed by thread slot; cumulative */
+    u64 oncpu_ns;
+    u64 runq_ns;
+    u64 runq_count;
+    u64 wakeups;
+    u64 vol_switches;
+    u64 invol_switches;
+    u64 migrations;
+};
+
+struct vht_hist { /* per-CPU array, indexed by thread slot; cumulative */
+    u64 b[VHT_RUNQ_BUCKETS];
+};
+
+struct vht_thread_ts { /* shared array, indexed by thread slot: where the thread is now */
+    u64 oncpu_since; /* 0 = not on a CPU (as far as seen) */
+    u64 wait_since;  /* 0 = not waiting on a run queue */
+    s32 wait_cpu;    /* -1 = not counted in any cpu_wait.waiters */
+    u32 pad;
+};
+
+struct vht_cpu_wait { /* shared array, indexed by CPU: targets runnable but not running there */
+    s64 waiters;
+    u64 wait_start; /* when waiters last went from 0 to 1 */
+};
+
+struct vht_comp_key {
+    u32 tid;
+    u32 cpu;
+};
+
+struct vht_comp_val { /* a task that held a CPU while a target waited on it */
+    u64 ns;
+    u64 slices;
+    u32 tgid;
+    u32 pad;
+    char comm[16];
+};
+
+struct vht_ifname {
+    char name[16]; /* IFNAMSIZ, NUL-padded: the key user space writes */
+};
+
+struct vht_tap_stats { /* per-CPU array, indexed by tap slot; cumulative */
+    u64 rx_packets;
+    u64 rx_bytes;
+    u64 tx_packets; /* net_dev_xmit rc == 0: handed to the driver (tun drops after this count too) */
+    u64 tx_bytes;
+    u64 tx_errors; /* net_dev_xmit rc != 0 */
+    u64 tx_queued; /* net_dev_queue: entered the device's queueing layer */
+};
+
+struct vht_skb_owner {
+    u32 slot;
+    u32 dir;
+};
+
+struct vht_drop_key {
+    u32 slot;
+    u32 dir;
+    u32 reason; /* enum skb_drop_reason of the running kernel (names from the format file) */
+    u32 pad;
+};
+
+struct vht_fd_key {
+    u32 tgid;
+    u32 fd;
+};
+
+struct vht_notify_stats { /* per-CPU array, indexed by fd slot; cumulative */
+    u64 writes;
+    u64 reads;
+    u64 injections; /* kvm irq/msi injections that ran inside a write to this fd */
+};
+
+struct vht_pending {
+    u64 ts;
+    u32 slot;
+    u32 pad;
+};
+
+struct vht_irq_key {
+    u32 tgid; /* context the injection ran in: the eventfd writer (irqfd fast path) or a kworker/VMM */
+    u32 gsi;
+    u32 slot; /* fd slot of the eventfd write that caused it, VHT_NOSLOT if none */
+    u32 kind;
+    u32 level;
+    u32 pad;
+};
+
+struct vht_wake_val { /* kvm:kvm_vcpu_wakeup per vCPU thread */
+    u64 wakeups;
+    u64 polled; /* waited == 0: halt-polling saw the wake-up without sleeping */
+    u64 waited;
+    u64 invalid; /* valid == 0: woke without a pending event */
+    u64 poll_ns;
+    u64 wait_ns;
+    u32 tgid;
+    u32 pad;
+};
+
+struct vht_vhost_key { /* kprobe variant: vhost-net worker internals */
+    u32 tid;
+    u32 kind; /* 0 vhost_signal (call), 1 handle_tx_kick, 2 handle_rx_kick, 3 tun_sendmsg, 4 tun_recvmsg */
+    u64 vq;   /* opaque virtqueue pointer (vhost_signal's 2nd arg) as a queue identity; 0 if unknown */
+};
+
+struct vht_vhost_val {
+    u64 count;
+    u32 tgid;
+    u32 pad;
+};
+
+#endif

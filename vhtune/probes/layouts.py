@@ -1,0 +1,176 @@
+"""ctypes mirrors of probes/vhtune.h. ``check_layouts`` compares each mirror's size with the type bcc built
+from the C source, so a header edit that is not mirrored here fails at load instead of misreading maps."""
+
+from __future__ import annotations
+
+import ctypes as ct
+from typing import Any
+
+from vhtune.errors import ProbeError
+
+RUNQ_BUCKETS = 40  # VHT_RUNQ_BUCKETS
+NOSLOT = 0xFFFFFFFF  # VHT_NOSLOT
+DIR_RX = 0
+DIR_TX = 1
+DIRECTIONS = {DIR_RX: "rx", DIR_TX: "tx"}
+IRQ_KINDS = {0: "set_irq", 1: "msi"}
+VHOST_KINDS = {0: "vhost_signal", 1: "handle_tx_kick", 2: "handle_rx_kick", 3: "tun_sendmsg", 4: "tun_recvmsg"}
+LOST_NAMES = (
+    "competitor_map_full",
+    "drop_map_full",
+    "irq_map_full",
+    "wake_map_full",
+    "skb_owner_update",
+    "pending_update",
+    "vhost_map_full",
+    "reserved",
+)
+
+
+class ThreadStats(ct.Structure):
+    _fields_ = [
+        ("oncpu_ns", ct.c_uint64),
+        ("runq_ns", ct.c_uint64),
+        ("runq_count", ct.c_uint64),
+        ("wakeups", ct.c_uint64),
+        ("vol_switches", ct.c_uint64),
+        ("invol_switches", ct.c_uint64),
+        ("migrations", ct.c_uint64),
+    ]
+
+
+class Hist(ct.Structure):
+    _fields_ = [("b", ct.c_uint64 * RUNQ_BUCKETS)]
+
+
+class ThreadTs(ct.Structure):
+    _fields_ = [
+        ("oncpu_since", ct.c_uint64),
+        ("wait_since", ct.c_uint64),
+        ("wait_cpu", ct.c_int32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class CpuWait(ct.Structure):
+    _fields_ = [("waiters", ct.c_int64), ("wait_start", ct.c_uint64)]
+
+
+class CompKey(ct.Structure):
+    _fields_ = [("tid", ct.c_uint32), ("cpu", ct.c_uint32)]
+
+
+class CompVal(ct.Structure):
+    _fields_ = [
+        ("ns", ct.c_uint64),
+        ("slices", ct.c_uint64),
+        ("tgid", ct.c_uint32),
+        ("pad", ct.c_uint32),
+        ("comm", ct.c_char * 16),
+    ]
+
+
+class IfName(ct.Structure):
+    _fields_ = [("name", ct.c_char * 16)]
+
+
+class TapStats(ct.Structure):
+    _fields_ = [
+        ("rx_packets", ct.c_uint64),
+        ("rx_bytes", ct.c_uint64),
+        ("tx_packets", ct.c_uint64),
+        ("tx_bytes", ct.c_uint64),
+        ("tx_errors", ct.c_uint64),
+        ("tx_queued", ct.c_uint64),
+    ]
+
+
+class SkbOwner(ct.Structure):
+    _fields_ = [("slot", ct.c_uint32), ("dir", ct.c_uint32)]
+
+
+class DropKey(ct.Structure):
+    _fields_ = [("slot", ct.c_uint32), ("dir", ct.c_uint32), ("reason", ct.c_uint32), ("pad", ct.c_uint32)]
+
+
+class FdKey(ct.Structure):
+    _fields_ = [("tgid", ct.c_uint32), ("fd", ct.c_uint32)]
+
+
+class NotifyStats(ct.Structure):
+    _fields_ = [("writes", ct.c_uint64), ("reads", ct.c_uint64), ("injections", ct.c_uint64)]
+
+
+class IrqKey(ct.Structure):
+    _fields_ = [
+        ("tgid", ct.c_uint32),
+        ("gsi", ct.c_uint32),
+        ("slot", ct.c_uint32),
+        ("kind", ct.c_uint32),
+        ("level", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class WakeVal(ct.Structure):
+    _fields_ = [
+        ("wakeups", ct.c_uint64),
+        ("polled", ct.c_uint64),
+        ("waited", ct.c_uint64),
+        ("invalid", ct.c_uint64),
+        ("poll_ns", ct.c_uint64),
+        ("wait_ns", ct.c_uint64),
+        ("tgid", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class VhostKey(ct.Structure):
+    _fields_ = [("tid", ct.c_uint32), ("kind", ct.c_uint32), ("vq", ct.c_uint64)]
+
+
+class VhostVal(ct.Structure):
+    _fields_ = [("count", ct.c_uint64), ("tgid", ct.c_uint32), ("pad", ct.c_uint32)]
+
+
+# map name → (key mirror, value mirror); sizes are asserted against bcc's types at load.
+MAPS: dict[str, tuple[Any, Any]] = {
+    "targets": (ct.c_uint32, ct.c_uint32),
+    "thread_stats": (ct.c_uint32, ThreadStats),
+    "thread_ts": (ct.c_uint32, ThreadTs),
+    "runq_hist": (ct.c_uint32, Hist),
+    "cpu_wait": (ct.c_uint32, CpuWait),
+    "competitors": (CompKey, CompVal),
+    "taps": (IfName, ct.c_uint32),
+    "tap_stats": (ct.c_uint32, TapStats),
+    "skb_owner": (ct.c_uint64, SkbOwner),
+    "drops": (DropKey, ct.c_uint64),
+    "notify_fds": (FdKey, ct.c_uint32),
+    "notify_stats": (ct.c_uint32, NotifyStats),
+    "irqs": (IrqKey, ct.c_uint64),
+    "wakes": (ct.c_uint32, WakeVal),
+    "vhost_events": (VhostKey, VhostVal),
+    "lost": (ct.c_uint32, ct.c_uint64),
+}
+
+
+def check_layouts(bpf: Any, names: list[str]) -> None:
+    """Raise ProbeError when a map's key or value size differs from its mirror here."""
+    for name in names:
+        key_t, val_t = MAPS[name]
+        table = bpf[name.encode()]
+        leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU tables keep the one-CPU type in sLeaf
+        for what, mine, theirs in (("key", key_t, table.Key), ("value", val_t, leaf)):
+            if ct.sizeof(mine) != ct.sizeof(theirs):
+                raise ProbeError(
+                    f"map {name}: {what} is {ct.sizeof(theirs)} bytes in probes/vhtune.h but "
+                    f"{ct.sizeof(mine)} in vhtune/probes/layouts.py",
+                    hint="mirror the header change in layouts.py",
+                )
+
+
+def ifname_key(name: str) -> IfName:
+    raw = name.encode()
+    if not raw or len(raw) > 15:
+        raise ProbeError(f"interface name {name!r} does not fit IFNAMSIZ", hint="use at most 15 characters")
+    return IfName(raw)

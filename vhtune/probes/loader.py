@@ -1,0 +1,307 @@
+"""Compile and attach the vhtune probes: one bcc module per run, families chosen by what this kernel has.
+
+Each family is attached only when all its tracepoints exist in tracefs; a missing family is reported (not
+fatal) so a recording still says what it could see. The vhost kprobe variant is tried only where kprobes
+exist and the vhost functions are in kallsyms; any failure falls back to the tracepoint-only module, and
+``Probes.variants`` says which one ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vhtune.errors import CapabilityError, ProbeError
+from vhtune.probes.layouts import check_layouts
+
+TRACEFS = Path("/sys/kernel/tracing")
+PROBES_DIR_ENV = "VHTUNE_PROBES_DIR"
+
+# family → (source file, tracepoints it attaches to, maps it defines)
+FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "sched": (
+        "sched.bpf.c",
+        ("sched/sched_switch", "sched/sched_wakeup", "sched/sched_wakeup_new", "sched/sched_migrate_task"),
+        ("targets", "thread_stats", "thread_ts", "runq_hist", "cpu_wait", "competitors"),
+    ),
+    "net": (
+        "net.bpf.c",
+        ("net/netif_receive_skb", "net/net_dev_queue", "net/net_dev_xmit", "skb/kfree_skb", "skb/consume_skb"),
+        ("taps", "tap_stats", "skb_owner", "drops"),
+    ),
+    "notify": (
+        "notify.bpf.c",
+        ("syscalls/sys_enter_write", "syscalls/sys_enter_read"),
+        ("notify_fds", "notify_stats"),
+    ),
+    "kvm": (
+        "kvm.bpf.c",
+        ("kvm/kvm_set_irq", "kvm/kvm_msi_set_irq", "kvm/kvm_vcpu_wakeup"),
+        ("irqs", "wakes"),
+    ),
+}
+# kprobe targets of the optional vhost variant: BPF function → kernel symbols to try, in order.
+VHOST_KPROBES: dict[str, tuple[str, ...]] = {
+    "vht_kp_vhost_signal": ("vhost_signal", "vhost_vq_signal"),
+    "vht_kp_handle_tx_kick": ("handle_tx_kick",),
+    "vht_kp_handle_rx_kick": ("handle_rx_kick",),
+    "vht_kp_tun_sendmsg": ("tun_sendmsg",),
+    "vht_kp_tun_recvmsg": ("tun_recvmsg",),
+}
+
+
+def probes_dir() -> Path:
+    env = os.environ.get(PROBES_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "probes"
+
+
+@dataclass
+class ProbeConfig:
+    max_threads: int = 1024
+    max_taps: int = 64
+    max_fds: int = 1024
+    families: tuple[str, ...] = ("sched", "net", "notify", "kvm")
+    vhost_kprobes: bool | None = None  # None: try where the kernel allows it; False: never; True: require
+    extra_cflags: tuple[str, ...] = ()
+
+    def cflags(self, ncpus: int, kprobes: bool) -> list[str]:
+        flags = [
+            f"-I{probes_dir()}",
+            f"-DVHT_MAX_THREADS={self.max_threads}",
+            f"-DVHT_MAX_TAPS={self.max_taps}",
+            f"-DVHT_MAX_FDS={self.max_fds}",
+            f"-DVHT_MAX_CPUS={ncpus}",
+            *self.extra_cflags,
+        ]
+        if kprobes:
+            flags.append("-DVHT_VHOST_KPROBES=1")
+        return flags
+
+
+@dataclass
+class Probes:
+    """A loaded module: the bcc object plus what was attached and why the rest was not."""
+
+    bpf: Any
+    families: dict[str, str] = field(default_factory=dict)  # family → "attached" / "missing: why"
+    variants: dict[str, str] = field(default_factory=dict)  # e.g. {"vhost": "tracepoint-only: no kprobes"}
+    compile_s: float = 0.0
+    attach_s: float = 0.0
+    ncpus: int = 1
+    config: ProbeConfig = field(default_factory=ProbeConfig)
+
+    def has(self, family: str) -> bool:
+        return self.families.get(family) == "attached"
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+    def __enter__(self) -> Probes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def prog_ids(self) -> dict[str, int]:
+        """BPF program ids by function name (for kernel.bpf_stats_enabled run_time_ns/run_cnt)."""
+        out: dict[str, int] = {}
+        for name, fn in getattr(self.bpf, "funcs", {}).items():
+            info = _prog_id(fn.fd)
+            if info is not None:
+                out[name.decode() if isinstance(name, bytes) else str(name)] = info
+        return out
+
+
+def _prog_id(fd: int) -> int | None:
+    # /proc/self/fdinfo/<prog fd> has "prog_id:" since Linux 4.13.
+    try:
+        for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+            if line.startswith("prog_id:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs (per-CPU maps have one slot each; /sys/devices/system/cpu/possible)."""
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    top = 0
+    for part in text.split(","):
+        top = max(top, int(part.split("-")[-1]))
+    return top + 1
+
+
+def tracepoint_exists(name: str) -> bool:
+    return (TRACEFS / "events" / name / "id").exists()
+
+
+def kprobes_available() -> str | None:
+    """None when kprobes can be attached here, else the reason they cannot."""
+    if not (Path("/sys/bus/event_source/devices/kprobe").exists() or (TRACEFS / "kprobe_events").exists()):
+        return "the kernel has no kprobe PMU or kprobe_events"
+    try:
+        syms = Path("/proc/kallsyms").read_text()
+    except OSError as exc:
+        return f"/proc/kallsyms unreadable ({exc.strerror})"
+    if " vhost_signal" not in syms and " vhost_vq_signal" not in syms:
+        return "vhost-net is not loaded (no vhost_signal in kallsyms)"
+    return None
+
+
+@contextlib.contextmanager
+def _stderr_to(buf: list[str]) -> Iterator[None]:
+    # clang and libbpf print on fd 2; keep it for the error message instead of the terminal.
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            buf.append(tmp.read().decode(errors="replace"))
+
+
+def _errors_only(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if "error" in ln.lower()]
+    return "; ".join(lines[:3]) or (text.strip().splitlines() or ["no compiler output"])[-1]
+
+
+def source(families: list[str], kprobes: bool) -> str:
+    """The module text: the prologue then each selected family file (bcc builds tracepoint arg structs only
+    for probes in the main text, so families are concatenated, not #included)."""
+    base = probes_dir()
+    files = ["vhtune.bpf.c"] + [FAMILIES[f][0] for f in families]
+    if kprobes:
+        files.append("vhost_kprobe.bpf.c")
+    parts = []
+    for name in files:
+        path = base / name
+        try:
+            parts.append(f'#line 1 "{name}"\n' + path.read_text())
+        except OSError as exc:
+            raise ProbeError(
+                f"probe source {path} is unreadable ({exc.strerror})", hint=f"set {PROBES_DIR_ENV}"
+            ) from None
+    return "\n".join(parts)
+
+
+def _import_bcc() -> Any:
+    try:
+        import bcc
+    except ImportError as exc:
+        raise CapabilityError(
+            f"bcc is not importable ({exc})", hint="install python3-bpfcc and run `make setup`"
+        ) from None
+    return bcc
+
+
+def compile_module(families: list[str], kprobes: bool, config: ProbeConfig, ncpus: int) -> Any:
+    """Compile (and auto-attach the tracepoints of) one module; ProbeError with clang's words on failure."""
+    bcc = _import_bcc()
+    err: list[str] = []
+    try:
+        with _stderr_to(err):
+            return bcc.BPF(text=source(families, kprobes).encode(), cflags=config.cflags(ncpus, kprobes))
+    except ProbeError:
+        raise
+    except Exception as exc:
+        detail = _errors_only(err[0] if err else "") or str(exc)
+        raise ProbeError(
+            f"the probes failed to compile or attach: {detail}",
+            hint="run `vhtune doctor` (kernel headers, tracefs, bcc)",
+        ) from None
+
+
+def load(config: ProbeConfig | None = None) -> Probes:
+    """Compile once, attach every family this kernel supports, return the handle (close() detaches)."""
+    config = config or ProbeConfig()
+    if os.geteuid() != 0:
+        raise CapabilityError("loading eBPF probes needs root", hint="run vhtune record as root")
+    if not (TRACEFS / "events").is_dir():
+        raise CapabilityError(
+            "tracefs is not mounted at /sys/kernel/tracing", hint="mount -t tracefs nodev /sys/kernel/tracing"
+        )
+    unknown = [f for f in config.families if f not in FAMILIES]
+    if unknown:
+        raise ProbeError(f"unknown probe families {unknown}", hint=f"choose from {sorted(FAMILIES)}")
+    status: dict[str, str] = {}
+    chosen: list[str] = []
+    for fam in FAMILIES:  # fixed order: notify before kvm
+        if fam not in config.families:
+            status[fam] = "missing: not requested"
+            continue
+        absent = [tp for tp in FAMILIES[fam][1] if not tracepoint_exists(tp)]
+        if absent:
+            status[fam] = f"missing: tracepoint {absent[0]} not in this kernel"
+        else:
+            chosen.append(fam)
+    if "kvm" in chosen and "notify" not in chosen:
+        chosen.remove("kvm")
+        status["kvm"] = "missing: needs the notify family"
+    if not chosen:
+        raise CapabilityError("none of the probe families' tracepoints exist", hint="run `vhtune doctor`")
+
+    ncpus = possible_cpus()
+    variants: dict[str, str] = {}
+    why_not = "disabled" if config.vhost_kprobes is False else kprobes_available()
+    if config.vhost_kprobes and why_not:
+        raise CapabilityError(f"vhost kprobes were required but {why_not}")
+    t0 = time.monotonic()
+    bpf = compile_module(chosen, kprobes=why_not is None, config=config, ncpus=ncpus)
+    compile_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    if why_not is None:
+        try:
+            _attach_vhost_kprobes(bpf)
+            variants["vhost"] = "kprobe"
+        except ProbeError as exc:
+            if config.vhost_kprobes:
+                bpf.cleanup()
+                raise
+            variants["vhost"] = f"tracepoint-only: {exc.message}"
+    else:
+        variants["vhost"] = f"tracepoint-only: {why_not}"
+    for fam in chosen:
+        status[fam] = "attached"
+    maps = [m for fam in chosen for m in FAMILIES[fam][2]] + ["lost"]
+    if variants["vhost"] == "kprobe":
+        maps.append("vhost_events")
+    try:
+        check_layouts(bpf, maps)
+    except ProbeError:
+        bpf.cleanup()
+        raise
+    return Probes(
+        bpf=bpf,
+        families=status,
+        variants=variants,
+        compile_s=compile_s,
+        attach_s=time.monotonic() - t1,
+        ncpus=ncpus,
+        config=config,
+    )
+
+
+def _attach_vhost_kprobes(bpf: Any) -> None:
+    for fn, symbols in VHOST_KPROBES.items():
+        for sym in symbols:
+            try:
+                bpf.attach_kprobe(event=sym.encode(), fn_name=fn.encode())
+                break
+            except Exception:  # bcc raises plain Exception when a symbol cannot be probed
+                continue
+        else:
+            raise ProbeError(f"kprobe on {symbols[0]} could not be attached")

@@ -1,0 +1,297 @@
+"""Writing targets into the probes' maps and reading per-interval deltas back.
+
+Per-CPU arrays (threads, taps, fds) hold cumulative counters in slots: a slot is zeroed before its target
+is published in the lookup map, and this class keeps the previous reading to return deltas. Hash maps
+(competitors, drops, irqs, wakes) are read-and-cleared with BPF_MAP_LOOKUP_AND_DELETE_BATCH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+from dataclasses import dataclass, field
+from typing import Any
+
+from vhtune.errors import ProbeError
+from vhtune.probes import layouts as L
+from vhtune.probes.loader import Probes
+from vhtune.probes.targets import FdTarget, TapTarget, TargetSet, ThreadTarget
+
+THREAD_FIELDS = [f[0] for f in L.ThreadStats._fields_]
+TAP_FIELDS = [f[0] for f in L.TapStats._fields_]
+NOTIFY_FIELDS = [f[0] for f in L.NotifyStats._fields_]
+
+
+class SlotTable:
+    """Stable small integers for targets (array indexes in the BPF maps)."""
+
+    def __init__(self, size: int, what: str) -> None:
+        self.size = size
+        self.what = what
+        self.slots: dict[Any, int] = {}
+        self.free = list(range(size - 1, -1, -1))
+
+    def take(self, key: Any) -> int:
+        if not self.free:
+            raise ProbeError(f"more than {self.size} {self.what} targets", hint="raise the probe map size or narrow -p")
+        slot = self.free.pop()
+        self.slots[key] = slot
+        return slot
+
+    def release(self, key: Any) -> int:
+        slot = self.slots.pop(key)
+        self.free.append(slot)
+        return slot
+
+
+@dataclass
+class Changes:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+@dataclass
+class Deltas:
+    """One interval's worth of counters (all deltas), keyed by target."""
+
+    threads: dict[int, dict[str, int]] = field(default_factory=dict)  # tid → THREAD_FIELDS
+    hist: dict[int, list[int]] = field(default_factory=dict)  # tid → RUNQ_BUCKETS counts
+    taps: dict[str, dict[str, int]] = field(default_factory=dict)  # name → TAP_FIELDS
+    fds: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)  # (pid, fd) → NOTIFY_FIELDS
+    competitors: list[dict[str, Any]] = field(default_factory=list)
+    drops: list[dict[str, Any]] = field(default_factory=list)
+    irqs: list[dict[str, Any]] = field(default_factory=list)
+    wakes: list[dict[str, Any]] = field(default_factory=list)
+    vhost: list[dict[str, Any]] = field(default_factory=list)
+    lost: dict[str, int] = field(default_factory=dict)
+
+
+def _sum_struct(values: Any, fields: list[str]) -> list[int]:
+    return [sum(int(getattr(v, f)) for v in values) for f in fields]
+
+
+def _read_and_clear(table: Any) -> list[tuple[Any, Any]]:
+    try:
+        return list(table.items_lookup_and_delete_batch())
+    except Exception:  # older kernels: no batch ops; read then delete one by one
+        items = list(table.items())
+        for k, _ in items:
+            with contextlib.suppress(KeyError):
+                del table[k]
+        return items
+
+
+class ProbeMaps:
+    def __init__(self, probes: Probes) -> None:
+        self.p = probes
+        self.bpf = probes.bpf
+        cfg = probes.config
+        self.thread_slots = SlotTable(cfg.max_threads, "thread")
+        self.tap_slots = SlotTable(cfg.max_taps, "tap")
+        self.fd_slots = SlotTable(cfg.max_fds, "eventfd")
+        self.targets = TargetSet()
+        self._last_threads: dict[int, list[int]] = {}
+        self._last_hist: dict[int, list[int]] = {}
+        self._last_taps: dict[str, list[int]] = {}
+        self._last_fds: dict[tuple[int, int], list[int]] = {}
+        self._last_lost = [0] * len(L.LOST_NAMES)
+
+    def _t(self, name: str) -> Any:
+        return self.bpf[name.encode()]
+
+    # --- targets ----------------------------------------------------------------------------------------
+    def apply(self, want: TargetSet) -> Changes:
+        """Make the maps watch exactly ``want`` (families that are not attached ignore their targets)."""
+        ch = Changes()
+        if self.p.has("sched"):
+            for tid in [t for t in self.targets.threads if t not in want.threads]:
+                self._drop_thread(tid)
+                ch.removed.append(f"thread {tid}")
+            for tid, t in want.threads.items():
+                if tid not in self.targets.threads:
+                    self._add_thread(t)
+                    ch.added.append(f"thread {tid} ({t.comm}, {t.role})")
+                self.targets.threads[tid] = t
+        if self.p.has("net"):
+            for name in [n for n in self.targets.taps if n not in want.taps]:
+                del self._t("taps")[L.ifname_key(name)]
+                self.tap_slots.release(name)
+                self._last_taps.pop(name, None)
+                del self.targets.taps[name]
+                ch.removed.append(f"tap {name}")
+            for name, tap in want.taps.items():
+                if name not in self.targets.taps:
+                    self._add_tap(tap)
+                    ch.added.append(f"tap {name}")
+                self.targets.taps[name] = tap
+        if self.p.has("notify"):
+            for key in [k for k in self.targets.fds if k not in want.fds]:
+                self._drop_fd(key)
+                ch.removed.append(f"fd {key[0]}:{key[1]}")
+            for key, fdt in want.fds.items():
+                if key not in self.targets.fds:
+                    self._add_fd(fdt)
+                    ch.added.append(f"fd {key[0]}:{key[1]} ({fdt.role} q{fdt.queue})")
+                elif self.targets.fds[key] != fdt:  # same fd, new meaning (re-used number): restart
+                    self._drop_fd(key)
+                    self._add_fd(fdt)
+                self.targets.fds[key] = fdt
+        return ch
+
+    def _add_thread(self, t: ThreadTarget) -> None:
+        slot = ct.c_uint32(self.thread_slots.take(t.tid))
+        stats, hist, ts = self._t("thread_stats"), self._t("runq_hist"), self._t("thread_ts")
+        stats[slot] = stats.Leaf()
+        hist[slot] = hist.Leaf()
+        ts[slot] = L.ThreadTs(0, 0, -1, 0)
+        self._t("targets")[ct.c_uint32(t.tid)] = slot  # published last: the slot is clean by now
+        self._last_threads[t.tid] = [0] * len(THREAD_FIELDS)
+        self._last_hist[t.tid] = [0] * L.RUNQ_BUCKETS
+
+    def _drop_thread(self, tid: int) -> None:
+        with contextlib.suppress(KeyError):
+            del self._t("targets")[ct.c_uint32(tid)]
+        slot = ct.c_uint32(self.thread_slots.release(tid))
+        ts = self._t("thread_ts")[slot]
+        if ts.wait_cpu >= 0:  # it left while counted as waiting: undo its share of cpu_wait
+            cw_table = self._t("cpu_wait")
+            cpu = ct.c_uint32(ts.wait_cpu)
+            cw = cw_table[cpu]
+            cw_table[cpu] = L.CpuWait(max(0, cw.waiters - 1), cw.wait_start)
+        self._t("thread_ts")[slot] = L.ThreadTs(0, 0, -1, 0)
+        self._last_threads.pop(tid, None)
+        self._last_hist.pop(tid, None)
+        del self.targets.threads[tid]
+
+    def _add_tap(self, t: TapTarget) -> None:
+        slot = ct.c_uint32(self.tap_slots.take(t.name))
+        stats = self._t("tap_stats")
+        stats[slot] = stats.Leaf()
+        self._t("taps")[L.ifname_key(t.name)] = slot
+        self._last_taps[t.name] = [0] * len(TAP_FIELDS)
+
+    def _add_fd(self, f: FdTarget) -> None:
+        key = (f.pid, f.fd)
+        slot = ct.c_uint32(self.fd_slots.take(key))
+        stats = self._t("notify_stats")
+        stats[slot] = stats.Leaf()
+        self._t("notify_fds")[L.FdKey(f.pid, f.fd)] = slot
+        self._last_fds[key] = [0] * len(NOTIFY_FIELDS)
+
+    def _drop_fd(self, key: tuple[int, int]) -> None:
+        with contextlib.suppress(KeyError):
+            del self._t("notify_fds")[L.FdKey(*key)]
+        self.fd_slots.release(key)
+        self._last_fds.pop(key, None)
+        del self.targets.fds[key]
+
+    # --- reading ----------------------------------------------------------------------------------------
+    def read(self) -> Deltas:
+        d = Deltas()
+        if self.p.has("sched"):
+            self._read_threads(d)
+            self._read_competitors(d)
+        if self.p.has("net"):
+            self._read_taps(d)
+        if self.p.has("notify"):
+            self._read_fds(d)
+        if self.p.has("kvm"):
+            self._read_kvm(d)
+        if self.p.variants.get("vhost") == "kprobe":
+            for k, v in _read_and_clear(self._t("vhost_events")):
+                kind = L.VHOST_KINDS.get(k.kind, str(k.kind))
+                d.vhost.append({"tid": k.tid, "pid": v.tgid, "kind": kind, "vq": k.vq, "count": v.count})
+        cur = _sum_struct_lost(self._t("lost"))
+        d.lost = {n: c - p for n, c, p in zip(L.LOST_NAMES, cur, self._last_lost, strict=True)}
+        self._last_lost = cur
+        return d
+
+    def _read_threads(self, d: Deltas) -> None:
+        stats, hist = self._t("thread_stats"), self._t("runq_hist")
+        for tid, slot in self.thread_slots.slots.items():
+            key = ct.c_uint32(slot)
+            cur = _sum_struct(stats[key], THREAD_FIELDS)
+            last = self._last_threads[tid]
+            d.threads[tid] = {f: c - p for f, c, p in zip(THREAD_FIELDS, cur, last, strict=True)}
+            self._last_threads[tid] = cur
+            per_cpu = hist[key]
+            hcur = [sum(int(v.b[i]) for v in per_cpu) for i in range(L.RUNQ_BUCKETS)]
+            hlast = self._last_hist[tid]
+            d.hist[tid] = [c - p for c, p in zip(hcur, hlast, strict=True)]
+            self._last_hist[tid] = hcur
+
+    def _read_competitors(self, d: Deltas) -> None:
+        for k, v in _read_and_clear(self._t("competitors")):
+            d.competitors.append(
+                {
+                    "tid": k.tid,
+                    "cpu": k.cpu,
+                    "pid": v.tgid,
+                    "comm": v.comm.decode(errors="replace"),
+                    "ns": v.ns,
+                    "slices": v.slices,
+                }
+            )
+
+    def _read_taps(self, d: Deltas) -> None:
+        stats = self._t("tap_stats")
+        for name, slot in self.tap_slots.slots.items():
+            cur = _sum_struct(stats[ct.c_uint32(slot)], TAP_FIELDS)
+            last = self._last_taps[name]
+            d.taps[name] = {f: c - p for f, c, p in zip(TAP_FIELDS, cur, last, strict=True)}
+            self._last_taps[name] = cur
+        by_slot = {s: n for n, s in self.tap_slots.slots.items()}
+        for k, v in _read_and_clear(self._t("drops")):
+            name = by_slot.get(k.slot)
+            if name is None:
+                continue  # the tap was let go since the drop; its counters went with it
+            d.drops.append(
+                {"ifname": name, "direction": L.DIRECTIONS.get(k.dir, "?"), "reason": k.reason, "count": int(v.value)}
+            )
+
+    def _read_fds(self, d: Deltas) -> None:
+        stats = self._t("notify_stats")
+        for key, slot in self.fd_slots.slots.items():
+            cur = _sum_struct(stats[ct.c_uint32(slot)], NOTIFY_FIELDS)
+            last = self._last_fds[key]
+            d.fds[key] = {f: c - p for f, c, p in zip(NOTIFY_FIELDS, cur, last, strict=True)}
+            self._last_fds[key] = cur
+
+    def _read_kvm(self, d: Deltas) -> None:
+        by_slot = {s: k for k, s in self.fd_slots.slots.items()}
+        for k, v in _read_and_clear(self._t("irqs")):
+            via = by_slot.get(k.slot) if k.slot != L.NOSLOT else None
+            d.irqs.append(
+                {
+                    "pid": k.tgid,
+                    "kind": L.IRQ_KINDS.get(k.kind, str(k.kind)),
+                    "gsi": k.gsi,
+                    "level": k.level,
+                    "via_pid": via[0] if via else None,
+                    "via_fd": via[1] if via else None,
+                    "count": int(v.value),
+                }
+            )
+        for k, v in _read_and_clear(self._t("wakes")):
+            d.wakes.append(
+                {
+                    "tid": int(k.value),
+                    "pid": v.tgid,
+                    "wakeups": v.wakeups,
+                    "polled": v.polled,
+                    "waited": v.waited,
+                    "invalid": v.invalid,
+                    "poll_ns": v.poll_ns,
+                    "wait_ns": v.wait_ns,
+                }
+            )
+
+
+def _sum_struct_lost(table: Any) -> list[int]:
+    out = []
+    for i in range(len(L.LOST_NAMES)):
+        out.append(sum(int(v) for v in table[ct.c_uint32(i)]))
+    return out
