@@ -61,9 +61,9 @@ def apply_plan(plan: Plan, snapshot_fn: SnapshotFn, root: Path | None = None) ->
             continue
         check_target(ch.target, snap)
         knob = make_knob(ch.knob, ch.target)
-        old = knob.normalize(knob.read())
-        journal.append({"event": "saved", "seq": seq, "knob": ch.knob, "target": vars(ch.target), "old": old})
         try:
+            old = knob.normalize(knob.read())
+            journal.append({"event": "saved", "seq": seq, "knob": ch.knob, "target": vars(ch.target), "old": old})
             knob.apply(ch.proposed)
             if not knob.verify(ch.proposed):
                 raise TuneError(f"{ch.knob} on {ch.target.label()} reads back {knob.read()!r} after apply")

@@ -60,6 +60,11 @@ class _IntFileKnob(Knob):
             raise TuneError(f"{self.key} does not exist on this host ({self.path()})") from None
 
     def apply(self, value: Value) -> None:
+        path = self.path()
+        if path.exists() and not path.stat().st_mode & 0o222:
+            # e.g. kvm built with read-only parameters (mode 0444): only the VMM can change halt polling, per VM,
+            # with KVM_ENABLE_CAP(KVM_CAP_HALT_POLL) on the VM fd.
+            raise TuneError(f"{self.key} is read-only on this kernel ({path} has mode {path.stat().st_mode & 0o777:o})")
         try:
             self.path().write_text(f"{self.normalize(value)}\n")
         except OSError as exc:

@@ -37,7 +37,14 @@ class ThreadAffinityKnob(Knob):
     name = "thread-affinity"
 
     def normalize(self, value: Value) -> Value:
-        return parse_cpulist(value) if isinstance(value, str) else sorted(int(c) for c in value)
+        if isinstance(value, str):
+            return parse_cpulist(value)
+        if isinstance(value, int):  # "--set thread-affinity tid=N 1" arrives as JSON 1
+            return [value]
+        try:
+            return sorted(int(c) for c in value)
+        except (TypeError, ValueError):
+            raise TuneError(f"{value!r} is not a CPU list", "write it like 0-2,5") from None
 
     def read(self) -> Value:
         tid = _tid(self)

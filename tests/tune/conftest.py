@@ -1,0 +1,122 @@
+"""Tuning tests act on real threads, real sysctls, a real module parameter and a real tap in a netns.
+
+Each fixture restores what it found, also when the test fails, so the host is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vhtune.discover.model import ROLE_BACKEND, Snapshot, TapInfo, ThreadInfo
+
+# A stand-in back-end: one worker thread named like vhtune's own (kernel comm set with prctl PR_SET_NAME).
+WORKER = r"""
+import ctypes, threading, time
+def work():
+    ctypes.CDLL(None).prctl(15, b"vhtune-q0", 0, 0, 0)
+    time.sleep(60)
+t = threading.Thread(target=work); t.start()
+print(threading.get_native_id() if False else "", flush=True)
+time.sleep(0.2)
+print(t.native_id, flush=True)
+t.join()
+"""
+
+
+@pytest.fixture
+def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("VHTUNE_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state" / "tune"
+
+
+@pytest.fixture
+def worker() -> Iterator[tuple[int, int]]:
+    """(pid, tid) of a real process with a `vhtune-q0` thread; killed afterwards."""
+    proc = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        tid = int(proc.stdout.readline())
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{proc.pid}/task/{tid}/comm").read_text().strip() != "vhtune-q0":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield proc.pid, tid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def snapshot_with(threads: list[ThreadInfo] = (), taps: list[TapInfo] = ()) -> Snapshot:  # type: ignore[assignment]
+    return Snapshot(
+        taken_at=time.time(), hostname="test", kernel=os.uname().release, threads=list(threads), taps=list(taps)
+    )
+
+
+def backend_thread(pid: int, tid: int) -> ThreadInfo:
+    return ThreadInfo(pid=pid, tid=tid, comm="vhtune-q0", role=ROLE_BACKEND)
+
+
+@pytest.fixture
+def paused_vm(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """(pid, vCPU tid) of a real QEMU (TCG, paused: -S) with named threads; killed afterwards."""
+    name = f"vhtune-tune-{os.getpid()}"
+    argv = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-S",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-m",
+        "64",
+        "-name",
+        f"{name},debug-threads=on",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            tids = [
+                t
+                for t in os.listdir(f"/proc/{proc.pid}/task")
+                if Path(f"/proc/{proc.pid}/task/{t}/comm").read_text().strip() == "CPU 0/TCG"
+            ]
+            if tids:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, "QEMU did not start its vCPU thread"
+            time.sleep(0.05)
+        yield proc.pid, int(tids[0])
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def restore_files() -> Iterator[list[Path]]:
+    """Files (sysctls, module params) whose content is put back after the test whatever happens."""
+    paths: list[Path] = []
+    saved: dict[Path, str] = {}
+
+    class Tracker(list):  # type: ignore[type-arg]
+        def append(self, p: Path) -> None:  # type: ignore[override]
+            saved[p] = p.read_text()
+            super().append(p)
+
+    tracker = Tracker()
+    yield tracker
+    for p, text in saved.items():
+        p.write_text(text)
+    del paths
