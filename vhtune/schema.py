@@ -49,3 +49,6 @@ def register(table: TableSchema) -> TableSchema:
 
 def major(version: str) -> int:
     return int(version.split(".", 1)[0])
+
+
+from vhtune import recording_tables  # noqa: E402, F401  (registers the recording's tables)

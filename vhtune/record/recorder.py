@@ -1,0 +1,324 @@
+"""The interval loop of ``vhtune record``: discover → load probes → every interval read deltas → rows →
+buffered chunks; re-discover every few seconds so VMs that come and go are picked up and let go.
+
+Stops on its own after ``duration``, on SIGINT/SIGTERM (clean: last rows flushed, manifest complete), or
+on a RecordingError from the writer (disk full: the chunks already written stay valid). Probes are
+always detached on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vhtune.cli.output import to_jsonable
+from vhtune.discover.model import Snapshot
+from vhtune.errors import RecordingError, UsageError, VhtuneError
+from vhtune.probes import ProbeConfig, ProbeMaps, Probes, TargetSet, load
+from vhtune.record.rows import Rows, to_rows
+from vhtune.record.select import Selection, build
+from vhtune.record.writer import RecordingWriter
+
+Discover = Callable[[], Snapshot | None]
+
+
+def default_discover() -> Snapshot | None:
+    from vhtune.discover import discover
+
+    return discover(guest_memory_numa=False)
+
+
+@dataclass
+class RecordOptions:
+    out: Path
+    selection: Selection = field(default_factory=Selection)
+    interval: float = 1.0
+    duration: float | None = None
+    flush_every: int = 5  # intervals per chunk
+    refresh_s: float = 5.0  # re-discovery period
+    probe_config: ProbeConfig = field(default_factory=ProbeConfig)
+
+    def check(self) -> None:
+        if not 0.05 <= self.interval <= 3600:
+            raise UsageError(f"--interval {self.interval} is out of range", hint="use 0.05 to 3600 seconds")
+        if self.duration is not None and self.duration <= 0:
+            raise UsageError(f"--duration {self.duration} must be positive")
+        if self.flush_every < 1:
+            raise UsageError("flush_every must be at least 1")
+
+
+@dataclass
+class IntervalView:
+    """What the live view shows after each interval."""
+
+    index: int
+    elapsed_s: float
+    rows: Rows
+    lost_total: int
+    targets: TargetSet
+
+
+@dataclass
+class Summary:
+    out: str
+    intervals: int = 0
+    elapsed_s: float = 0.0
+    stop_reason: str = ""
+    start_to_attached_s: float = 0.0
+    compile_s: float = 0.0
+    probes: dict[str, str] = field(default_factory=dict)
+    variants: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    lost_events: int = 0
+    threads: list[dict[str, Any]] = field(default_factory=list)
+    taps: list[dict[str, Any]] = field(default_factory=list)
+    queues: list[dict[str, Any]] = field(default_factory=list)
+    changes: int = 0
+    error: str | None = None
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+
+@contextlib.contextmanager
+def _signals(stop: _Stop) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        saved[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def _headers_note() -> dict[str, str]:
+    build_link = Path(f"/lib/modules/{platform.release()}/build")
+    try:
+        target = os.readlink(build_link)
+    except OSError:
+        target = "absent"
+    return {"kernel": platform.release(), "headers": target}
+
+
+class Recorder:
+    def __init__(
+        self,
+        opts: RecordOptions,
+        *,
+        discover: Discover = default_discover,
+        on_interval: Callable[[IntervalView], None] | None = None,
+    ) -> None:
+        opts.check()
+        self.opts = opts
+        self.discover = discover
+        self.on_interval = on_interval
+        self.stop = _Stop()
+        self.summary = Summary(out=str(opts.out))
+        self._acc: dict[str, dict[Any, dict[str, Any]]] = {"threads": {}, "taps": {}, "queues": {}}
+
+    def _snapshot(self) -> Snapshot | None:
+        try:
+            return self.discover()
+        except VhtuneError:
+            return None  # a failed refresh keeps the previous targets
+
+    def run(self) -> Summary:
+        t_start = time.monotonic()
+        snap = self._snapshot()
+        writer = RecordingWriter(
+            self.opts.out,
+            {
+                "host": platform.node(),
+                "interval_s": self.opts.interval,
+                "flush_every": self.opts.flush_every,
+                "selection": {
+                    "pids": list(self.opts.selection.pids),
+                    "all": self.opts.selection.all,
+                    "taps": list(self.opts.selection.taps),
+                },
+                "environment": _headers_note(),
+                "discovery": to_jsonable(snap) if snap else None,
+            },
+        )
+        probes: Probes | None = None
+        try:
+            with _signals(self.stop):
+                probes = load(self.opts.probe_config)
+                maps = ProbeMaps(probes)
+                self._note(writer, maps.apply(build(snap, self.opts.selection)))
+                attached = time.monotonic() - t_start
+                self.summary.start_to_attached_s = attached
+                self.summary.compile_s = probes.compile_s
+                self.summary.probes = dict(probes.families)
+                self.summary.variants = dict(probes.variants)
+                writer.manifest["probes"] = {
+                    "families": probes.families,
+                    "variants": probes.variants,
+                    "compile_s": probes.compile_s,
+                    "start_to_attached_s": attached,
+                    "max_threads": probes.config.max_threads,
+                    "max_taps": probes.config.max_taps,
+                    "max_fds": probes.config.max_fds,
+                }
+                writer.flush()
+                self._loop(writer, maps)
+        except RecordingError as exc:
+            self.summary.error = str(exc)
+            self.summary.stop_reason = "error"
+            raise
+        except VhtuneError as exc:  # probes failed to load etc.: say so in the manifest, then report
+            self.summary.error = str(exc)
+            self.summary.stop_reason = "error"
+            with contextlib.suppress(RecordingError):
+                writer.close(f"error: {exc.message}")
+            raise
+        finally:
+            if probes is not None:
+                probes.close()
+            self.summary.elapsed_s = time.monotonic() - t_start
+            self.summary.rows = dict(writer.rows_written)
+            self._finish_summary(writer)
+        return self.summary
+
+    def _note(self, writer: RecordingWriter, ch: Any) -> None:
+        if ch:
+            writer.note_change(time.time(), ch.added, ch.removed)
+            self.summary.changes += 1
+
+    def _loop(self, writer: RecordingWriter, maps: ProbeMaps) -> None:
+        opts = self.opts
+        t0 = last = time.monotonic()
+        next_refresh = t0 + opts.refresh_s
+        deadline = t0 + opts.duration if opts.duration else None
+        index = 0
+        maps.read()  # baseline: counts from before the first interval are not reported
+        while True:
+            target = t0 + (index + 1) * opts.interval
+            if deadline is not None:
+                target = min(target, deadline)
+            self.stop.event.wait(max(0.0, target - time.monotonic()))
+            now = time.monotonic()
+            d = maps.read()
+            rows = to_rows(d, maps.targets, pd.Timestamp.now(tz="UTC"), now - last)
+            last = now
+            index += 1
+            for table, rs in rows.items():
+                writer.add(table, rs)
+            self._accumulate(rows)
+            self.summary.intervals = index
+            self.summary.lost_events += rows["lost"][0]["total"]
+            if self.on_interval:
+                self.on_interval(IntervalView(index, now - t0, rows, rows["lost"][0]["total"], maps.targets))
+            if self.stop.event.is_set():
+                writer.close(self.stop.reason)
+                self.summary.stop_reason = self.stop.reason
+                return
+            if deadline is not None and now >= deadline - 1e-3:
+                writer.close("duration")
+                self.summary.stop_reason = "duration"
+                return
+            if index % opts.flush_every == 0:
+                writer.flush()
+            if now >= next_refresh:
+                next_refresh = now + opts.refresh_s
+                snap = self._snapshot()
+                if snap is not None or opts.selection.pids:
+                    self._note(writer, maps.apply(build(snap, opts.selection)))
+
+    def _accumulate(self, rows: Rows) -> None:
+        for r in rows.get("threads", []):
+            a = self._acc["threads"].setdefault(
+                r["tid"],
+                {
+                    "pid": r["pid"],
+                    "tid": r["tid"],
+                    "comm": r["comm"],
+                    "role": r["role"],
+                    "oncpu_ns": 0,
+                    "runq_ns": 0,
+                    "runq_count": 0,
+                    "time_s": 0.0,
+                    "max_p99_ns": 0.0,
+                },
+            )
+            a["oncpu_ns"] += r["oncpu_ns"]
+            a["runq_ns"] += r["runq_ns"]
+            a["runq_count"] += r["runq_count"]
+            a["time_s"] += r["interval_s"]
+            if r["runq_p99_ns"] == r["runq_p99_ns"]:  # not NaN
+                a["max_p99_ns"] = max(a["max_p99_ns"], r["runq_p99_ns"])
+        for r in rows.get("taps", []):
+            a = self._acc["taps"].setdefault(
+                r["ifname"],
+                {
+                    "ifname": r["ifname"],
+                    "rx_packets": 0,
+                    "tx_packets": 0,
+                    "rx_bytes": 0,
+                    "tx_bytes": 0,
+                    "drops": 0,
+                    "time_s": 0.0,
+                },
+            )
+            for k in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "drops"):
+                a[k] += r[k]
+            a["time_s"] += r["interval_s"]
+        for r in rows.get("queues", []):
+            a = self._acc["queues"].setdefault(
+                (r["pid"], r["fd"]),
+                {
+                    "pid": r["pid"],
+                    "fd": r["fd"],
+                    "role": r["role"],
+                    "queue": r["queue"],
+                    "writes": 0,
+                    "reads": 0,
+                    "injections": 0,
+                },
+            )
+            for k in ("writes", "reads", "injections"):
+                a[k] += r[k]
+
+    def _finish_summary(self, writer: RecordingWriter) -> None:
+        threads = []
+        for a in self._acc["threads"].values():
+            t = a.pop("time_s")
+            a["oncpu_pct"] = 100.0 * a["oncpu_ns"] / (t * 1e9) if t > 0 else 0.0
+            threads.append(a)
+        self.summary.threads = sorted(threads, key=lambda a: -a["oncpu_pct"])
+        taps = []
+        for a in self._acc["taps"].values():
+            t = a.pop("time_s")
+            a["rx_pps"] = a["rx_packets"] / t if t > 0 else 0.0
+            a["tx_pps"] = a["tx_packets"] / t if t > 0 else 0.0
+            taps.append(a)
+        self.summary.taps = taps
+        self.summary.queues = [q for q in self._acc["queues"].values() if q["writes"] or q["reads"]]
+        if not self.summary.stop_reason:
+            self.summary.stop_reason = writer.manifest.get("stop_reason") or "error"

@@ -1,0 +1,106 @@
+"""Which threads, taps and eventfds a recording watches, from a discovery snapshot and the command line.
+
+- no ``-p`` and no ``--all``: the data path discovery found (vCPU, vhost worker, back-end worker threads,
+  every discovered tap, the eventfds of VMs and back-ends);
+- ``--all``: every thread of every discovered VM and back-end (main loops and iothreads too);
+- ``-p PID``: every thread and eventfd of those processes (read from /proc even when discovery does not
+  know them) and the taps they hold; ``--tap NAME`` adds taps by name.
+Extra targets with known roles (a back-end's kick/call fds per queue) come in through ``extra``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vhtune.discover.model import ROLE_BACKEND, ROLE_OTHER, ROLE_VCPU, ROLE_VHOST_WORKER, Snapshot
+from vhtune.errors import DiscoveryError
+from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TapTarget, TargetSet, ThreadTarget
+
+DATA_PATH_ROLES = (ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND)
+
+
+@dataclass
+class Selection:
+    pids: tuple[int, ...] = ()
+    all: bool = False
+    taps: tuple[str, ...] = ()
+    extra: Callable[[], TargetSet] | None = None  # called at every refresh
+    proc: Path = field(default=Path("/proc"))
+
+
+def proc_threads(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """(tid, comm) of every thread of ``pid``; [] when it is gone."""
+    out = []
+    try:
+        tids = [int(t) for t in os.listdir(proc / str(pid) / "task")]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    except OSError as exc:
+        raise DiscoveryError(f"cannot list the threads of pid {pid}: {exc.strerror}") from None
+    for tid in sorted(tids):
+        try:
+            comm = (proc / str(pid) / "task" / str(tid) / "comm").read_text().strip()
+        except OSError:
+            continue  # exited meanwhile
+        out.append((tid, comm))
+    return out
+
+
+def proc_eventfds(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int | None]]:
+    """(fd, eventfd-id) of every eventfd ``pid`` holds (fd link ``anon_inode:[eventfd]``)."""
+    out: list[tuple[int, int | None]] = []
+    base = proc / str(pid)
+    try:
+        fds = os.listdir(base / "fd")
+    except OSError:
+        return []
+    for name in fds:
+        try:
+            if os.readlink(base / "fd" / name) != "anon_inode:[eventfd]":
+                continue
+            eid = None
+            for line in (base / "fdinfo" / name).read_text().splitlines():
+                if line.startswith("eventfd-id:"):
+                    eid = int(line.split()[1])
+            out.append((int(name), eid))
+        except (OSError, ValueError):
+            continue
+    return sorted(out)
+
+
+def build(snap: Snapshot | None, sel: Selection) -> TargetSet:
+    ts = TargetSet()
+    roles = {t.tid: t.role for t in snap.threads} if snap else {}
+    if sel.pids:
+        for pid in sel.pids:
+            for tid, comm in proc_threads(pid, sel.proc):
+                ts.add_thread(ThreadTarget(tid, pid, comm, roles.get(tid, ROLE_OTHER)))
+            for fd, eid in proc_eventfds(pid, sel.proc):
+                ts.add_fd(FdTarget(pid, fd, ROLE_EVENTFD, None, eid))
+        if snap:
+            wanted = set(sel.pids)
+            for tap in snap.taps:
+                if wanted & set(tap.owner_pids):
+                    ts.add_tap(TapTarget(tap.name, tap.ifindex, tap.netns))
+    elif snap:
+        owners = {vm.pid for vm in snap.vms} | {b.pid for b in snap.backends}
+        for t in snap.threads:
+            if t.role in DATA_PATH_ROLES or (sel.all and t.pid in owners):
+                ts.add_thread(ThreadTarget(t.tid, t.pid, t.comm, t.role))
+        for tap in snap.taps:
+            ts.add_tap(TapTarget(tap.name, tap.ifindex, tap.netns))
+        for e in snap.eventfds:
+            if e.pid in owners:
+                ts.add_fd(FdTarget(e.pid, e.fd, ROLE_EVENTFD, None, e.eventfd_id))
+    for name in sel.taps:
+        known = next((t for t in snap.taps if t.name == name), None) if snap else None
+        ts.add_tap(TapTarget(name, known.ifindex if known else None, known.netns if known else "?"))
+    if sel.extra is not None:
+        more = sel.extra()
+        ts.threads.update(more.threads)
+        ts.taps.update(more.taps)
+        ts.fds.update(more.fds)  # roles known to the caller win over "eventfd"
+    return ts
