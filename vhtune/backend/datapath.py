@@ -1,0 +1,365 @@
+"""Moving packets between a virtqueue and a port: TX (driver → device) and RX (device → driver).
+
+Fast paths work on a whole burst with numpy when every chain is one plain descriptor in one region (what
+DPDK virtio-user and Linux post for small frames); anything else goes through the per-chain walker, which
+checks each descriptor. A bad chain is returned to the driver with len 0 and counted as a drop by reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vhtune.backend import net
+from vhtune.backend.stats import QueueStats, Tunables
+from vhtune.backend.virtqueue import F_WRITE, Seg, Virtqueue
+from vhtune.errors import ProtocolError
+
+log = logging.getLogger("vhtune.backend")
+_HDR_IDX = np.arange(2, dtype=np.int64)  # flags, gso_type: non-zero means an offload we never offered
+
+
+@dataclass
+class PortIO:
+    """The port side of one queue pair: a tap queue fd, or nothing (sink/echo/gen)."""
+
+    kind: str
+    fd: int | None = None
+    frame: bytes = b""  # gen template
+
+
+class _RateLog:
+    """At most one log line per reason per second: a hostile driver must not flood the log."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+
+    def __call__(self, reason: str, err: object) -> None:
+        now = time.monotonic()
+        if now - self.last.get(reason, 0.0) >= 1.0:
+            self.last[reason] = now
+            log.error("vhost-user data path: %s (%s)", err, reason)
+
+
+class QueuePath:
+    """State shared by the worker of one virtqueue and (for RX) the TX worker that feeds it (echo)."""
+
+    def __init__(self, vq: Virtqueue, stats: QueueStats, tun: Tunables, io: PortIO, hdr_len: int, mrg: bool):
+        self.vq = vq
+        self.stats = stats
+        self.tun = tun
+        self.io = io
+        self.hdr_len = hdr_len
+        self.mrg = mrg
+        self.mtu: int | None = None
+        self.lock = threading.Lock()
+        self.peer: QueuePath | None = None  # the RX path of the same pair (echo)
+        self.running = True
+        self.pending_calls = 0
+        self.bursts_since_call = 0
+        self.rate_log = _RateLog()
+
+    # --- notifications ------------------------------------------------------------------------------------
+    def after_push(self, old_used: int, force: bool = False) -> None:
+        vq = self.vq
+        if vq.used_idx == old_used and not self.pending_calls:
+            return
+        if vq.used_idx != old_used and vq.should_call(old_used, self.tun.suppression):
+            self.pending_calls += 1
+        self.bursts_since_call += 1
+        if self.pending_calls and (force or self.bursts_since_call >= self.tun.call_coalesce):
+            self.flush_calls()
+
+    def flush_calls(self) -> None:
+        if self.pending_calls:
+            if self.vq.call():
+                self.stats.calls += 1
+            self.pending_calls = 0
+        self.bursts_since_call = 0
+
+    def drop(self, reason: str, err: object, n: int = 1) -> None:
+        self.stats.drop(reason, n)
+        self.rate_log(reason, err)
+
+    def broken(self, err: ProtocolError) -> None:
+        self.vq.broken = str(err)
+        self.running = False
+        log.error("vhost-user: %s: queue %d stopped", err, self.vq.index)
+
+    # --- TX: driver → port --------------------------------------------------------------------------------
+    def tx_step(self, burst: int) -> int:
+        vq = self.vq
+        try:
+            n = min(vq.pending(), burst)
+        except ProtocolError as e:
+            self.broken(e)
+            return 0
+        if not n:
+            return 0
+        old = vq.used_idx
+        heads = vq.pop(n)
+        if not self._tx_fast(heads):
+            self._tx_slow(heads)
+        self.stats.burst(n)
+        self.after_push(old)
+        return n
+
+    def _tx_fast(self, heads: np.ndarray) -> bool:
+        vq, mem, hl = self.vq, self.vq.mem, self.hdr_len
+        assert mem is not None
+        if int(heads.max()) >= vq.num:
+            return False
+        d = vq.descs(heads)  # one copy of the descriptors: everything below uses it
+        if d["flags"].any():
+            return False
+        lens = d["len"].astype(np.int64)
+        limit = self._max_frame() + hl
+        if int(lens.min()) < hl or int(lens.max()) > limit:
+            return False
+        ridx, offs, ok = mem.locate(d["addr"], lens)
+        if not ok.all() or (len(mem.regions) > 1 and (ridx != ridx[0]).any()):
+            return False
+        arr = mem.regions[int(ridx[0])].arr
+        offs = offs.astype(np.int64)
+        if arr[offs[:, None] + _HDR_IDX].any():
+            return False
+        if self.io.kind != "sink" and self.io.kind != "gen":
+            frames = [arr[o + hl : o + ln] for o, ln in zip(offs.tolist(), lens.tolist(), strict=True)]
+            self._to_port(frames)
+        vq.push(heads, np.zeros(len(heads), dtype=np.uint32))
+        self.stats.packets += len(heads)
+        self.stats.bytes += int(lens.sum()) - hl * len(heads)
+        return True
+
+    def _max_frame(self) -> int:
+        return net.MAX_CHAIN_BYTES - net.HDR_LEN if self.mtu is None else self.mtu + net.ETH_HLEN
+
+    def _tx_slow(self, heads: np.ndarray) -> None:
+        vq, hl = self.vq, self.hdr_len
+        ids: list[int] = []
+        frames: list[list[np.ndarray]] = []
+        nbytes = 0
+        for h in heads.tolist():
+            ids.append(h)
+            try:
+                segs = vq.walk(h, writable=False, max_bytes=net.MAX_CHAIN_BYTES)
+                total = sum(s.len for s in segs)
+                where = f"{vq.name}.chain[{h}]"
+                if total < hl:
+                    raise ProtocolError(f"chain of {total} bytes is shorter than the header", where, "len")
+                hdr, pieces = _split(segs, hl)
+                if hl == net.HDR_LEN:
+                    net.check_tx_header(hdr, total - hl, where)
+                if total - hl > self._max_frame():
+                    self.drop("too_big", f"{where}: {total - hl}-byte frame exceeds {self._max_frame()}")
+                    continue
+            except ProtocolError as e:
+                self.drop("bad_descriptor" if e.field not in ("gso_type", "flags", "csum_start") else "bad_header", e)
+                continue
+            frames.append(pieces)
+            nbytes += total - hl
+        if self.io.kind not in ("sink", "gen") and frames:
+            self._to_port_pieces(frames)
+        vq.push(np.array(ids, dtype=np.uint32), np.zeros(len(ids), dtype=np.uint32))
+        self.stats.packets += len(frames)
+        self.stats.bytes += nbytes
+
+    def _to_port(self, frames: Sequence[np.ndarray]) -> None:
+        if self.io.kind == "echo":
+            if self.peer is None:
+                self.drop("no_rx_ring", "echo: the RX ring of this pair never started", len(frames))
+                return
+            self.peer.deliver([net.swap_macs(f.tobytes()) for f in frames])
+        elif self.io.kind == "tap":
+            self._tap_write([[f] for f in frames])
+
+    def _to_port_pieces(self, frames: list[list[np.ndarray]]) -> None:
+        if self.io.kind == "echo":
+            if self.peer is None:
+                self.drop("no_rx_ring", "echo: the RX ring of this pair never started", len(frames))
+                return
+            self.peer.deliver([net.swap_macs(b"".join(p.tobytes() for p in f)) for f in frames])
+        elif self.io.kind == "tap":
+            self._tap_write(frames)
+
+    def _tap_write(self, frames: list[list[np.ndarray]]) -> None:
+        fd = self.io.fd
+        assert fd is not None
+        # Our own zero header: the guest's was validated from a copy and must not be re-read (TOCTOU).
+        zero = bytes(self.hdr_len)
+        for i, f in enumerate(frames):
+            try:
+                os.writev(fd, [zero, *(x.data for x in f)])
+            except BlockingIOError:
+                self.drop("tap_full", f"tap queue full, {len(frames) - i} frames dropped", len(frames) - i)
+                self.stats.packets -= len(frames) - i
+                return
+            except OSError as e:
+                self.drop("tap_error", f"tap write: {e.strerror}")
+                self.stats.packets -= 1
+
+    # --- RX: port → driver --------------------------------------------------------------------------------
+    def deliver(self, frames: Sequence[bytes]) -> int:
+        """Copy frames into RX buffers (MRG_RXBUF: a frame may use several); returns frames delivered."""
+        with self.lock:
+            if not self.running or not self.vq.attached:
+                self.drop("no_rx_ring", "RX ring not running", len(frames))
+                return 0
+            vq = self.vq
+            try:
+                avail = vq.pending()
+            except ProtocolError as e:
+                self.broken(e)
+                return 0
+            old = vq.used_idx
+            ids: list[int] = []
+            lens: list[int] = []
+            done = nbytes = 0
+            for f in frames:
+                if len(f) > self._max_frame():
+                    self.drop("too_big", f"{len(f)}-byte frame exceeds {self._max_frame()}")
+                    continue
+                used, got = self._place(f, avail, ids, lens)
+                avail -= used
+                if got:
+                    done += 1
+                    nbytes += len(f)
+            vq.push(np.array(ids, dtype=np.uint32), np.array(lens, dtype=np.uint32))
+            if done:
+                self.stats.packets += done
+                self.stats.bytes += nbytes
+                self.stats.burst(done)
+            self.after_push(old)
+            return done
+
+    def _place(self, f: bytes, avail: int, ids: list[int], lens: list[int]) -> tuple[int, bool]:
+        """Put one frame into the next buffers; returns (avail entries consumed, delivered)."""
+        vq, hl = self.vq, self.hdr_len
+        need = hl + len(f)
+        bufs: list[tuple[int, list[Seg], int]] = []
+        cap = taken = 0
+        while cap < need:
+            if taken == avail:
+                self.drop("no_rx_buffer", f"{vq.name}: RX ring has no free buffer")
+                return 0, False  # nothing committed: the peeked buffers stay available
+            head = int(vq.avail_ring[(vq.last_avail + taken) & (vq.num - 1)])
+            taken += 1
+            try:
+                segs = vq.walk(head, writable=True, max_bytes=1 << 31)
+            except ProtocolError as e:
+                # Give back everything peeked for this frame (len 0) so the bad buffer cannot block the ring.
+                self.drop("bad_descriptor", e)
+                for hd, _s, _c in bufs:
+                    ids.append(hd)
+                    lens.append(0)
+                ids.append(head)
+                lens.append(0)
+                vq.last_avail = (vq.last_avail + taken) & 0xFFFF
+                return taken, False
+            c = sum(s.len for s in segs)
+            bufs.append((head, segs, c))
+            cap += c
+            if not self.mrg and cap < need:
+                self.drop("too_big", f"{vq.name}: {need}-byte packet, buffer holds {c} and no MRG_RXBUF")
+                return 0, False
+        data = (net.rx_header(len(bufs)) if hl == net.HDR_LEN else bytes(hl)) + f
+        self._commit(bufs, taken, data, ids, lens)
+        return taken, True
+
+    def _commit(
+        self, bufs: list[tuple[int, list[Seg], int]], taken: int, data: bytes, ids: list[int], lens: list[int]
+    ) -> None:
+        src = np.frombuffer(data, dtype=np.uint8)
+        pos = 0
+        for head, segs, _c in bufs:
+            start = pos
+            for s in segs:
+                k = min(s.len, len(src) - pos)
+                if k <= 0:
+                    break
+                s.region.arr[s.off : s.off + k] = src[pos : pos + k]
+                pos += k
+            ids.append(head)
+            lens.append(pos - start)
+        self.vq.last_avail = (self.vq.last_avail + taken) & 0xFFFF
+
+    def gen_step(self, burst: int) -> int:
+        """Fill up to ``burst`` RX buffers with the template frame (vectorized when buffers are plain)."""
+        with self.lock:
+            vq, mem = self.vq, self.vq.mem
+            assert mem is not None
+            try:
+                n = min(vq.pending(), burst)
+            except ProtocolError as e:
+                self.broken(e)
+                return 0
+            if not n:
+                return 0
+            data = net.rx_header(1) + self.io.frame if self.hdr_len == net.HDR_LEN else self.io.frame
+            slots = (vq.last_avail + np.arange(n, dtype=np.uint32)) & (vq.num - 1)
+            heads = vq.avail_ring[slots]
+            if int(heads.max()) < vq.num:
+                d = vq.descs(heads)
+                lens = d["len"].astype(np.int64)
+                if (d["flags"] == F_WRITE).all() and int(lens.min()) >= len(data):
+                    ridx, offs, ok = mem.locate(d["addr"], lens)
+                    if ok.all() and (len(mem.regions) == 1 or (ridx == ridx[0]).all()):
+                        arr = mem.regions[int(ridx[0])].arr
+                        tpl = np.frombuffer(data, dtype=np.uint8)
+                        arr[offs.astype(np.int64)[:, None] + np.arange(len(data))] = tpl
+                        old = vq.used_idx
+                        vq.last_avail = (vq.last_avail + n) & 0xFFFF
+                        vq.push(heads, np.full(n, len(data), dtype=np.uint32))
+                        self.stats.packets += n
+                        self.stats.bytes += n * len(self.io.frame)
+                        self.stats.burst(n)
+                        self.after_push(old)
+                        return n
+        return self.deliver([self.io.frame] * n)
+
+    def tap_rx_step(self, burst: int) -> int:
+        """Read up to ``burst`` frames from the tap queue into RX buffers."""
+        fd = self.io.fd
+        assert fd is not None
+        vq = self.vq
+        try:
+            room = vq.pending()
+        except ProtocolError as e:
+            self.broken(e)
+            return 0
+        if not room and self.tun.rx_refill == "wait":
+            return 0
+        frames: list[bytes] = []
+        for _ in range(burst if room else 1):
+            try:
+                b = os.read(fd, net.MAX_CHAIN_BYTES)
+            except OSError as e:
+                if e.errno != errno.EAGAIN:
+                    self.drop("tap_error", f"tap read: {e.strerror}")
+                break
+            frames.append(b[self.hdr_len :])
+        if frames:
+            self.deliver(frames)
+        return len(frames)
+
+
+def _split(segs: list[Seg], hl: int) -> tuple[bytes, list[np.ndarray]]:
+    """Header bytes (copied, may span descriptors) and views of the payload after it."""
+    hdr = b""
+    pieces: list[np.ndarray] = []
+    for s in segs:
+        v = s.view()
+        if len(hdr) < hl:
+            take = hl - len(hdr)
+            hdr += v[:take].tobytes()
+            v = v[take:]
+        if len(v):
+            pieces.append(v)
+    return hdr, pieces
