@@ -12,14 +12,13 @@ import gzip
 import os
 import stat
 from pathlib import Path
-from typing import IO
 
 
 def _pad(n: int) -> bytes:
     return b"\0" * ((4 - n % 4) % 4)
 
 
-def _entry(out: IO[bytes], ino: int, name: str, mode: int, data: bytes, nlink: int = 1) -> None:
+def _entry(out: gzip.GzipFile, ino: int, name: str, mode: int, data: bytes, nlink: int = 1) -> None:
     nb = name.encode() + b"\0"
     fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(nb), 0)
     hdr = b"070701" + b"".join(f"{f:08X}".encode() for f in fields)
