@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vhtune.discover.memory import guest_memory_by_node, main_nodes
+from vhtune.discover.memory import parse_numa_maps
 from vhtune.discover.model import (
     ROLE_BACKEND,
     ROLE_VCPU,
@@ -98,13 +98,13 @@ class _Walk:
         for pid in pids:
             try:
                 p = _Proc(pid=pid, comm=self.fs.comm(pid), argv=self.fs.cmdline(pid))
-            except OSError:
+            except (OSError, ValueError):
                 continue  # exited between listing and reading: not a problem worth reporting
             try:
                 p.fds = self.fs.fd_links(pid)
             except PermissionError:
                 self.unreadable_fds.append(pid)
-            except OSError:
+            except (OSError, ValueError):
                 pass
             with contextlib.suppress(OSError):
                 p.netns = self.fs.netns(pid)
@@ -136,15 +136,20 @@ class _Walk:
             is_self = p.netns == self.self_ns
             label = "root" if is_self else (name or f"net:[{p.netns}]")
             self.namespaces[p.netns] = NetnsRef(p.netns, label, name, p.pid, is_self)
+        # Named namespaces without a process (a tap moved into one) are reachable through /run/netns.
+        for inode, name in names.items():
+            if inode not in self.namespaces:
+                self.namespaces[inode] = NetnsRef(inode, name, name, None, inode == self.self_ns)
         for _inode, ref in sorted(self.namespaces.items()):
-            try:
-                for e in self.fs.unix_table(ref.pid if ref.pid is not None else "self"):
-                    self.unix.entries.setdefault(e.inode, e)
-            except OSError as exc:
-                self.problem(f"unix sockets of netns {ref.label} could not be read ({exc.strerror or exc}).")
+            if ref.pid is not None or ref.is_self:
+                try:
+                    for e in self.fs.unix_table(ref.pid if ref.pid is not None else "self"):
+                        self.unix.entries.setdefault(e.inode, e)
+                except (OSError, ValueError) as exc:
+                    self.problem(f"unix sockets of netns {ref.label} could not be read ({_why(exc)}).")
             try:
                 self.unix.peers.update(self.access.unix_peers(ref))
-            except (OSError, VhtuneError) as exc:
+            except (OSError, VhtuneError, ValueError) as exc:
                 self.problem(
                     f"unix socket peers of netns {ref.label} could not be read ({_why(exc)}); "
                     "vhost-user connections there are not paired."
@@ -168,7 +173,7 @@ class _Walk:
                     continue
                 try:
                     iff = self.fs.fdinfo(p.pid, fd).get("iff")
-                except OSError:
+                except (OSError, ValueError):
                     continue
                 if iff:
                     tun.append(TunFd(p.pid, fd, iff, p.netns))
@@ -178,7 +183,7 @@ class _Walk:
     def thread(self, pid: int, tid: int, in_vmm: bool) -> ThreadInfo | None:
         try:
             t = read_thread(self.fs, pid, tid, self.node_of, in_vmm)
-        except OSError:
+        except (OSError, ValueError):
             return None
         self.threads[tid] = t
         return t
@@ -189,7 +194,7 @@ class _Walk:
         except PermissionError:
             self.problem(f"threads of pid {pid} could not be read (permission denied).")
             return []
-        except OSError:
+        except (OSError, ValueError):
             return []
         return [t for tid in tids if (t := self.thread(pid, tid, in_vmm)) is not None]
 
@@ -202,7 +207,7 @@ class _Walk:
                 continue
             try:
                 info = self.fs.fdinfo(pid, fd)
-            except OSError:
+            except (OSError, ValueError):
                 continue
             count = info.get("eventfd-count")
             ident = info.get("eventfd-id")  # printed since Linux 6.5
@@ -230,7 +235,7 @@ class _Walk:
         if p.netns is not None and p.netns in self.namespaces:
             vm.netns = self.namespaces[p.netns].label
         threads = self.threads_of(p.pid, in_vmm=True)
-        if not threads and not os.path.exists(self.fs.proc / str(p.pid)):
+        if not threads and not os.path.exists(self.fs.proc / str(p.pid) / "stat"):
             self.problem(f"VM pid {p.pid} exited during discovery.")
             return None
         vcpus = sorted((t for t in threads if t.role == ROLE_VCPU), key=lambda t: t.vcpu_index or 0)
@@ -253,7 +258,7 @@ class _Walk:
                 for fd in nd.fds:
                     try:
                         nd.ifname = self.fs.fdinfo(p.pid, fd).get("iff") or None
-                    except OSError:
+                    except (OSError, ValueError):
                         continue
                     if nd.ifname:
                         break
@@ -261,14 +266,16 @@ class _Walk:
                 nd.vhost = True
             if nd.kind == "vhost-user" and nd.socket_path is None and nd.chardev_fd is not None:
                 inode = self.unix.by_pid.get(p.pid, {}).get(nd.chardev_fd)
-                nd.socket_path = self.unix.path(inode)
+                peer = self.unix.peers.get(inode) if inode is not None else None
+                nd.socket_path = self.unix.path(inode) or self.unix.path(peer)
         if self.guest_memory_numa:
             try:
-                vm.memory_kib_by_node = guest_memory_by_node(self.fs.numa_maps(p.pid))
-                vm.memory_nodes = main_nodes(vm.memory_kib_by_node)
+                mem = parse_numa_maps(self.fs.numa_maps(p.pid))
+                vm.memory_kib_by_node = mem.kib_by_node
+                vm.memory_nodes = mem.nodes()
             except _Gone:
                 pass
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 self.problem(f"guest memory placement of pid {p.pid} is unknown ({_why(exc)}).")
         if not vm.memory_nodes and cfg.policy_nodes:
             vm.memory_nodes = sorted(set(cfg.policy_nodes))
