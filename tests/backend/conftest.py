@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.backend.frontend import Frontend
+from vhtune.backend.control_client import ControlClient
+from vhtune.backend.daemon import BackendConfig, Daemon
+from vhtune.backend.ports import parse_port
+from vhtune.backend.stats import Tunables
+
+
+def open_fds() -> set[int]:
+    return {int(x) for x in os.listdir("/proc/self/fd")}
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    path: str
+    control: ControlClient
+    thread: threading.Thread
+
+    def connect(self) -> Frontend:
+        return Frontend.connect(self.path)
+
+    def stop(self) -> None:
+        self.daemon.request_stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "daemon thread did not stop"
+
+
+def start_backend(tmp: Path, port: str = "sink", **tun: object) -> Running:
+    qp = int(tun.pop("queue_pairs", 1))  # type: ignore[call-overload]
+    t = Tunables(queue_pairs=qp)
+    t.set(**tun)
+    cfg = BackendConfig(socket=str(tmp / "vu.sock"), port=parse_port(port), control=str(tmp / "ctl.sock"), tunables=t)
+    d = Daemon(cfg)
+    th = threading.Thread(target=d.run, name="test-daemon", daemon=True)
+    th.start()
+    assert d.ready.wait(10)
+    return Running(d, cfg.socket, ControlClient(str(tmp / "ctl.sock")), th)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    # unix socket paths must stay under 108 bytes; pytest's tmp_path can be longer.
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=f"vhb{os.getpid()}-") as d:
+        yield Path(d)
+
+
+@pytest.fixture
+def backend(short_tmp: Path) -> Iterator[Running]:
+    r = start_backend(short_tmp)
+    try:
+        yield r
+    finally:
+        r.stop()
