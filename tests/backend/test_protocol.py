@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.backend.conftest import Running, open_fds, start_backend
-from tests.backend.frontend import F_INDIRECT, F_WRITE, GPA, Frontend
+from tests.backend.frontend import F_INDIRECT, F_WRITE, GPA
 from vhtune.backend import messages as m
 from vhtune.backend import net
 from vhtune.backend.messages import Req
