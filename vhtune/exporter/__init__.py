@@ -1,0 +1,1 @@
+"""Prometheus exporter: the recorder's per-interval rows as counters, gauges and histograms."""
