@@ -1,0 +1,184 @@
+"""Real peers for discovery integration tests: a DPDK testpmd vhost-user back-end and a paused TCG QEMU with
+a vhost-user netdev and a multiqueue tap, QEMU started inside a netns the fixture creates.
+
+Names carry this area's prefix and the test process's pid so parallel runs do not collide; everything is
+torn down in ``finally`` blocks, also when a test fails or the start-up itself fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+DPDK_RUN_DIR = Path("/var/run/dpdk")
+
+
+@dataclass
+class RealSetup:
+    netns: str
+    tap: str
+    socket: str
+    vm_name: str
+    vm_uuid: str
+    qemu_pid: int
+    testpmd_pid: int
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a process this fixture started (by its own pid only)."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _wait_for(what: str, cond: object, procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if callable(cond) and cond():
+            return
+        for p in procs:
+            if p.poll() is not None:
+                tails = "\n".join(f"--- {log}:\n{log.read_text(errors='replace')[-2000:]}" for log in logs)
+                pytest.fail(f"{p.args[0]} exited with {p.returncode} while waiting for {what}\n{tails}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {START_TIMEOUT_S:g} s waiting for {what}")
+
+
+def _tun_fds(pid: int) -> int:
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/net/tun"
+        except OSError:
+            continue
+    return n
+
+
+def _vhost_user_negotiated(log: Path) -> bool:
+    # DPDK's vhost library logs each vhost-user message; SET_VRING_ENABLE comes last in QEMU's start-up.
+    return "VHOST_USER_SET_VRING_ENABLE" in log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def real_setup(require_root: None) -> Iterator[RealSetup]:
+    for tool in ("qemu-system-x86_64", "dpdk-testpmd", "ip"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: run `make setup` (packaging/host-setup.sh installs it)")
+    tag = f"disc{os.getpid()}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp"))
+    sock = str(workdir / "vu.sock")
+    setup = RealSetup(
+        netns=tag,
+        tap=f"dtap{os.getpid()}"[:15],
+        socket=sock,
+        vm_name=f"{tag}-vm",
+        vm_uuid=f"5f0c2b8e-3d4a-4e6b-9c1d-{os.getpid():012d}",
+        qemu_pid=0,
+        testpmd_pid=0,
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    files: list[IO[bytes]] = []
+    netns_added = False
+    try:
+        tp_log = workdir / "testpmd.log"
+        files.append(open(tp_log, "wb"))  # noqa: SIM115 (closed in finally)
+        # --no-huge: no hugepages taken from the shared pool; its runtime dir is removed below.
+        # Two lcores: main on CPU 0, the forwarding lcore ("rte-worker-1") on CPU 1.
+        testpmd = subprocess.Popen(
+            [
+                "dpdk-testpmd",
+                "-l",
+                "0,1",
+                "--no-pci",
+                "--no-huge",
+                "-m",
+                "256",
+                f"--file-prefix={tag}",
+                "--vdev",
+                f"net_vhost0,iface={sock}",
+                "--",
+                "-i",
+                "--total-num-mbufs=2048",
+            ],
+            stdin=subprocess.PIPE,  # kept open: interactive testpmd exits on EOF
+            stdout=files[-1],
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(testpmd)
+        setup.testpmd_pid = testpmd.pid
+        _wait_for("the testpmd vhost-user socket", lambda: os.path.exists(sock), procs, [tp_log])
+
+        subprocess.run(["ip", "netns", "add", tag], check=True, capture_output=True, timeout=10)
+        netns_added = True
+        q_log = workdir / "qemu.log"
+        files.append(open(q_log, "wb"))  # noqa: SIM115 (closed in finally)
+        # `ip netns exec` setns()'s and then execs QEMU: the Popen pid is QEMU's.
+        qemu = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                tag,
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-S",
+                "-display",
+                "none",
+                "-nodefaults",
+                "-name",
+                f"{setup.vm_name},debug-threads=on",
+                "-uuid",
+                setup.vm_uuid,
+                "-object",
+                "memory-backend-memfd,id=mem,size=128M,share=on,prealloc=on",
+                "-numa",
+                "node,memdev=mem",
+                "-m",
+                "128M",
+                "-chardev",
+                f"socket,id=c0,path={sock}",
+                "-netdev",
+                "vhost-user,id=n0,chardev=c0",
+                "-device",
+                "virtio-net-pci,netdev=n0,romfile=,vectors=0",
+                "-netdev",
+                f"tap,id=t0,ifname={setup.tap},script=no,downscript=no,queues=2",
+                "-device",
+                "virtio-net-pci,netdev=t0,romfile=,mq=on",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=files[-1],
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(qemu)
+        setup.qemu_pid = qemu.pid
+        _wait_for("QEMU's two tap queues", lambda: _tun_fds(qemu.pid) == 2, procs, [q_log, tp_log])
+        _wait_for("vhost-user negotiation", lambda: _vhost_user_negotiated(tp_log), procs, [q_log, tp_log])
+        yield setup
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+        if netns_added:
+            subprocess.run(["ip", "netns", "del", tag], check=False, capture_output=True, timeout=10)
+        for f in files:
+            f.close()
+        shutil.rmtree(DPDK_RUN_DIR / tag, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
