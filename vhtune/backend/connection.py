@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vhtune.backend.messages import HEADER, MAX_FDS, Message, parse_header
+from vhtune.backend.messages import HEADER, MAX_FDS, Message, parse_header, req_name
 from vhtune.errors import ProtocolError, UsageError
 
 # Room for more fds than any message may carry, so an over-stuffed message is seen (and closed) rather than
@@ -63,7 +63,8 @@ class Conn:
             if not data:
                 if not buf and what == "header":
                     raise PeerClosed()
-                raise ProtocolError(f"peer closed after {len(buf)} of {n} bytes", what, "size")
+                part = "header" if what == "header" else "payload"
+                raise ProtocolError(f"peer closed after {len(buf)} of {n} {part} bytes", what, part)
             buf += data
         return bytes(buf)
 
@@ -73,7 +74,7 @@ class Conn:
         try:
             head = self._recv_exact(HEADER.size, fds, "header")
             request, flags, size = parse_header(head)
-            payload = self._recv_exact(size, fds, "payload") if size else b""
+            payload = self._recv_exact(size, fds, req_name(request)) if size else b""
             if len(fds) > MAX_FDS:
                 raise ProtocolError(f"{len(fds)} fds attached, at most {MAX_FDS}", None, "fds")
         except BaseException:

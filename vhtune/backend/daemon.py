@@ -126,9 +126,9 @@ class Daemon:
         except PeerClosed:
             log.info("front-end disconnected")
         except ProtocolError as e:
-            log.error("vhost-user: %s; closing the connection", e)
+            log.error("vhost-user: %s; closing the connection", str(e))
         except OSError as e:
-            log.error("vhost-user socket: %s; closing the connection", e.strerror or e)
+            log.error("vhost-user socket: %s; closing the connection", str(e.strerror or e))
         finally:
             dev.close()
             conn.close()

@@ -86,12 +86,13 @@ class QueuePath:
 
     def drop(self, reason: str, err: object, n: int = 1) -> None:
         self.stats.drop(reason, n)
-        self.rate_log(reason, err)
+        # Log the text only: an exception object would pin its frames, and with them views of guest memory.
+        self.rate_log(reason, str(err))
 
     def broken(self, err: ProtocolError) -> None:
         self.vq.broken = str(err)
         self.running = False
-        log.error("vhost-user: %s: queue %d stopped", err, self.vq.index)
+        log.error("vhost-user: %s: queue %d stopped", str(err), self.vq.index)
 
     # --- TX: driver → port --------------------------------------------------------------------------------
     def tx_step(self, burst: int) -> int:

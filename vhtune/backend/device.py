@@ -132,7 +132,7 @@ class NetDevice:
             msg.fds = []
             ackable = m.SPECS.get(Req(msg.request)) if msg.request in Req._value2member_map_ else None
             if msg.need_reply and self.proto(net.PROTO_REPLY_ACK) and (ackable is None or ackable.reply is Reply.NONE):
-                log.error("vhost-user: %s (nacked)", e)
+                log.error("vhost-user: %s (nacked)", str(e))
                 return m.encode_reply(msg.request, m.U64.pack(1))
             raise
         if spec.reply is Reply.ALWAYS:
@@ -194,7 +194,7 @@ class NetDevice:
                 self._update(vq)
             except ProtocolError as e:
                 vq.broken = str(e)
-                log.error("vhost-user: %s: ring stays stopped after the new memory table", e)
+                log.error("vhost-user: %s: ring stays stopped after the new memory table", str(e))
 
     def _h_set_log_base(self, msg: Message) -> None:
         raise ProtocolError("dirty logging (LOG_SHMFD) was not offered", msg.name, "request")

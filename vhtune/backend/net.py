@@ -61,15 +61,15 @@ ETH_HLEN = 14
 
 def check_tx_header(hdr: bytes, pkt_len: int, where: str) -> None:
     """No offloads are offered, so a TX header must ask for none; anything else is refused, not trusted."""
-    flags, gso_type, _hdr_len, _gso_size, csum_start, csum_offset, _nb = HDR.unpack(hdr)
+    flags, gso_type = hdr[0], hdr[1]
     if gso_type != GSO_NONE:
         raise ProtocolError(f"gso_type {gso_type} but no GSO feature was negotiated", where, "gso_type")
     if flags & HDR_F_NEEDS_CSUM:
         raise ProtocolError("NEEDS_CSUM but VIRTIO_NET_F_CSUM was not negotiated", where, "flags")
     if flags & ~0x7:
         raise ProtocolError(f"unknown header flags {flags:#x}", where, "flags")
-    if csum_start + csum_offset + 2 > pkt_len and (csum_start or csum_offset):
-        raise ProtocolError(f"csum_start+csum_offset past the {pkt_len}-byte packet", where, "csum_start")
+    # csum_start/csum_offset only mean something with NEEDS_CSUM (refused above); the tap always gets a
+    # zeroed header from us, so stale values with flags 0 are harmless and ignored.
 
 
 def rx_header(num_buffers: int) -> bytes:
