@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup host venv demo test lint typecheck unit fuzz bench clean
+.PHONY: setup host venv demo test lint typecheck bench deb clean
 
 setup: host venv
 
@@ -31,5 +31,8 @@ test: setup lint typecheck
 bench: setup
 	$(PY) -m bench
 
+deb: venv
+	PYTHON=$(PY) bash packaging/build-deb.sh dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
