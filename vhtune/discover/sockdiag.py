@@ -50,17 +50,20 @@ def parse_dump(data: bytes, out: dict[int, int]) -> bool:
         if mtype == NLMSG_DONE:
             return True
         if mtype == NLMSG_ERROR:
+            if off + _NLMSGHDR.size + 4 > len(data):
+                raise OSError(0, "truncated netlink error message")
             (err,) = struct.unpack_from("=i", data, off + _NLMSGHDR.size)
             raise OSError(-err, os.strerror(-err) if err else "netlink error")
         body = off + _NLMSGHDR.size
-        if mtype == SOCK_DIAG_BY_FAMILY and body + _MSG.size <= off + length:
+        end = min(off + length, len(data))  # never trust a length beyond what was received
+        if mtype == SOCK_DIAG_BY_FAMILY and body + _MSG.size <= end:
             ino = _MSG.unpack_from(data, body)[4]
             a = body + _MSG.size
-            while a + _RTA.size <= off + length:
+            while a + _RTA.size <= end:
                 rta_len, rta_type = _RTA.unpack_from(data, a)
                 if rta_len < _RTA.size:
                     break
-                if rta_type == UNIX_DIAG_PEER and rta_len >= _RTA.size + 4:
+                if rta_type == UNIX_DIAG_PEER and rta_len >= _RTA.size + 4 and a + _RTA.size + 4 <= end:
                     (peer,) = struct.unpack_from("=I", data, a + _RTA.size)
                     if peer:
                         out[ino] = peer
