@@ -1,0 +1,307 @@
+"""Derived metrics: per thread, per data path ("path", one VM's) and per tap, per interval and summarised.
+
+All vectorized (groupby over the whole recording), so a 1 h x 64 VM recording takes seconds, not minutes.
+Column meanings are documented in docs/analysis.md; the ones detectors use:
+
+- thread_metrics: oncpu_pct, runq_pct (time runnable-but-waiting, % of the interval), runq_p50_us/p99_us
+  (per interval, from the recorder), wakeups_per_s, invol_per_s, path.
+- thread_summary (one row per thread): mean/p90 on-CPU %, share of intervals ≥ 90 % on-CPU, mean runq %,
+  run-queue p50/p99 over the whole recording (merged log2 histograms), CPUs allowed, NUMA node.
+- path_metrics (per path and interval): packets, pps, kicks, calls, injections, irqs, and the ratios
+  kicks_per_pkt, calls_per_pkt, irqs_per_pkt, burst (packets per back-end batch or wake-up), drops.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from vhtune.analysis.topology import BACKEND_ROLES
+
+if TYPE_CHECKING:
+    from vhtune.analysis.recording import Recording
+
+SATURATED_PCT = 90.0  # a thread at ≥ 90 % of one CPU has no headroom left (ARCHITECTURE.md)
+
+
+def _path_col(rec: Recording, df: pd.DataFrame, pid_col: str = "pid", tid_col: str | None = None) -> pd.Series:
+    by_pid = rec.topology.path_of_pid()
+    out = df[pid_col].map(by_pid)
+    if tid_col is not None:
+        by_tid = rec.topology.path_of_tid()
+        out = df[tid_col].map(by_tid).fillna(out)
+    return out.fillna("").astype("string")
+
+
+def hist_quantiles(hist: pd.DataFrame, by: str, qs: tuple[float, ...] = (0.5, 0.99)) -> pd.DataFrame:
+    """Quantiles of merged log2 histograms (columns by, bucket, count) → one row per ``by``, in ns.
+
+    The value is the upper edge 2**(bucket+1) of the bucket holding the quantile (as the recorder does).
+    """
+    if not len(hist):
+        return pd.DataFrame(columns=[f"q{q}" for q in qs], dtype="float64")
+    h = hist.groupby([by, "bucket"], as_index=False, sort=True)["count"].sum()
+    h["cum"] = h.groupby(by)["count"].cumsum()
+    total = h.groupby(by)["count"].transform("sum")
+    out = {}
+    for q in qs:
+        hit = h[h["cum"] >= q * total]
+        out[f"q{q}"] = np.power(2.0, hit.groupby(by)["bucket"].first() + 1)
+    return pd.DataFrame(out)
+
+
+def thread_metrics(rec: Recording) -> pd.DataFrame:
+    t = rec.threads
+    iv = t["interval_s"].where(t["interval_s"] > 0)
+    out = pd.DataFrame(
+        {
+            "pid": t["pid"],
+            "tid": t["tid"],
+            "comm": t["comm"],
+            "role": t["role"],
+            "path": _path_col(rec, t, "pid", "tid"),
+            "oncpu_pct": t["oncpu_pct"],
+            "runq_pct": 100.0 * t["runq_ns"] / (iv * 1e9),
+            "runq_p50_us": t["runq_p50_ns"] / 1e3,
+            "runq_p99_us": t["runq_p99_ns"] / 1e3,
+            "wakeups_per_s": t["wakeups"] / iv,
+            "invol_per_s": t["invol_switches"] / iv,
+            "migrations": t["migrations"],
+            "wakeups": t["wakeups"],
+            "interval_s": t["interval_s"],
+        },
+        index=t.index,
+    )
+    return out
+
+
+def thread_summary(rec: Recording) -> pd.DataFrame:
+    tm = rec.thread_metrics
+    cols = [
+        "tid",
+        "pid",
+        "comm",
+        "role",
+        "path",
+        "intervals",
+        "oncpu_pct",
+        "oncpu_p90",
+        "saturated_share",
+        "runq_pct",
+        "runq_p50_us",
+        "runq_p99_us",
+        "wakeups_per_s",
+        "cpus",
+        "node",
+    ]
+    if not len(tm):
+        return pd.DataFrame(columns=cols)
+    g = tm.groupby("tid", sort=True)
+    s = pd.DataFrame(
+        {
+            "pid": g["pid"].first(),
+            "comm": g["comm"].last(),
+            "role": g["role"].last(),
+            "path": g["path"].last(),
+            "intervals": g.size(),
+            "oncpu_pct": g["oncpu_pct"].mean(),
+            "oncpu_p90": g["oncpu_pct"].quantile(0.9),
+            "saturated_share": (tm["oncpu_pct"] >= SATURATED_PCT).groupby(tm["tid"]).mean(),
+            "runq_pct": g["runq_pct"].mean(),
+            "wakeups_per_s": g["wakeups_per_s"].mean(),
+        }
+    )
+    hist = rec.runq_hist
+    if len(hist):
+        q = hist_quantiles(hist.reset_index(), "tid")
+        s["runq_p50_us"] = q["q0.5"].reindex(s.index) / 1e3
+        s["runq_p99_us"] = q["q0.99"].reindex(s.index) / 1e3
+    else:
+        s["runq_p50_us"] = g["runq_p50_us"].median()
+        s["runq_p99_us"] = g["runq_p99_us"].max()
+    info = rec.topology.threads
+    s["cpus"] = [tuple(info.get(int(tid), {}).get("affinity") or ()) for tid in s.index]
+    s["node"] = [info.get(int(tid), {}).get("numa_node") for tid in s.index]
+    s.index.name = "tid"
+    return s.reset_index()[cols]
+
+
+def _sum_by(df: pd.DataFrame, cols: list[str], rename: dict[str, str] | None = None) -> pd.DataFrame:
+    if not len(df):
+        return pd.DataFrame(columns=[*(rename or {c: c for c in cols}).values()], dtype="float64")
+    g = df[df["path"] != ""].groupby(["ts", "path"])[cols].sum()
+    return g.rename(columns=rename or {})
+
+
+PATH_COLUMNS = [
+    "interval_s",
+    "packets",
+    "pps",
+    "bytes",
+    "tap_packets",
+    "backend_packets",
+    "kicks",
+    "calls",
+    "injections",
+    "irqs",
+    "kicks_per_pkt",
+    "calls_per_pkt",
+    "irqs_per_pkt",
+    "bursts",
+    "backend_wakeups",
+    "burst",
+    "backend_oncpu_pct",
+    "backend_runq_pct",
+    "tap_drops",
+    "no_rx_buffer_drops",
+    "tap_full_drops",
+    "vcpu_wakeups",
+    "vcpu_waited",
+    "vcpu_polled",
+]
+
+
+def path_metrics(rec: Recording) -> pd.DataFrame:
+    """One row per (ts, path): the data path's rates and ratios in that interval."""
+    parts: list[pd.DataFrame] = []
+    taps = rec.taps
+    if len(taps):
+        t = taps.assign(path=taps["ifname"].map(rec.topology.path_of_tap()).fillna("").astype("string"))
+        t = t.assign(tap_packets=t["rx_packets"] + t["tx_packets"], bytes=t["rx_bytes"] + t["tx_bytes"])
+        parts.append(_sum_by(t, ["tap_packets", "bytes", "drops"], {"drops": "tap_drops"}))
+    bq = rec.backend_queues
+    if len(bq):
+        b = bq.assign(path=_path_col(rec, bq))
+        parts.append(
+            _sum_by(
+                b,
+                ["packets", "bursts", "wakeups", "drops_no_rx_buffer", "drops_tap_full"],
+                {
+                    "packets": "backend_packets",
+                    "wakeups": "backend_wakeups_ctl",
+                    "drops_no_rx_buffer": "no_rx_buffer_drops",
+                    "drops_tap_full": "tap_full_drops",
+                },
+            )
+        )
+    q = rec.queues
+    if len(q):
+        qq = q.assign(path=_path_col(rec, q))
+        kick = qq[qq["role"] == "kick"]
+        if len(kick):
+            k = _sum_by(kick, ["writes", "reads"])
+            parts.append(pd.DataFrame({"kicks": np.maximum(k["writes"], k["reads"])}))
+        call = qq[qq["role"] == "call"]
+        if len(call):
+            parts.append(_sum_by(call, ["writes"], {"writes": "calls"}))
+        parts.append(_sum_by(qq, ["injections"]))
+    irq = rec.irqs
+    if len(irq):
+        by_pid = rec.topology.path_of_pid()
+        i = irq[(irq["kind"] == "msi") | (irq["level"] == 1)]
+        path = i["via_pid"].map(by_pid).fillna(i["pid"].map(by_pid)).fillna("").astype("string")
+        parts.append(_sum_by(i.assign(path=path), ["count"], {"count": "irqs"}))
+    tm = rec.thread_metrics
+    be = tm[tm["role"].isin(BACKEND_ROLES) & (tm["path"] != "")]
+    if len(be):
+        g = be.groupby(["ts", "path"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "backend_oncpu_pct": g["oncpu_pct"].max(),
+                    "backend_runq_pct": g["runq_pct"].max(),
+                    "backend_wakeups": g["wakeups"].sum(),
+                }
+            )
+        )
+    vw = rec.vcpu_wakeups
+    if len(vw):
+        v = vw.assign(path=_path_col(rec, vw, "pid", "tid"))
+        parts.append(
+            _sum_by(v, ["wakeups", "waited", "polled"], {c: f"vcpu_{c}" for c in ("wakeups", "waited", "polled")})
+        )
+    if not parts:
+        return pd.DataFrame(columns=PATH_COLUMNS, index=pd.MultiIndex.from_arrays([[], []], names=["ts", "path"]))
+    m = pd.concat(parts, axis=1).sort_index()
+    m = m.T.groupby(level=0).sum(min_count=1).T if m.columns.duplicated().any() else m
+    for c in PATH_COLUMNS:
+        if c not in m.columns:
+            m[c] = np.nan
+    num = [c for c in m.columns if c not in ("backend_oncpu_pct", "backend_runq_pct")]
+    m[num] = m[num].astype("float64").fillna(0.0)
+    iv = _interval_by_ts(rec)
+    m["interval_s"] = iv.reindex(m.index.get_level_values("ts")).fillna(rec.interval_s).to_numpy()
+    use_backend = m["backend_packets"] > 0
+    m["packets"] = np.where(use_backend, m["backend_packets"], m["tap_packets"])
+    pk = m["packets"].where(m["packets"] > 0)
+    m["pps"] = m["packets"] / m["interval_s"]
+    m["kicks_per_pkt"] = m["kicks"] / pk
+    m["calls_per_pkt"] = m["calls"] / pk
+    m["irqs_per_pkt"] = np.maximum(m["irqs"], m["injections"]) / pk
+    if "backend_wakeups_ctl" in m.columns:
+        m["backend_wakeups"] = np.where(m["backend_wakeups_ctl"] > 0, m["backend_wakeups_ctl"], m["backend_wakeups"])
+    per_burst = m["packets"] / m["bursts"].where(m["bursts"] > 0)
+    per_wake = m["packets"] / m["backend_wakeups"].where(m["backend_wakeups"] > 0)
+    m["burst"] = per_burst.fillna(per_wake)
+    return m[PATH_COLUMNS]
+
+
+def _interval_by_ts(rec: Recording) -> pd.Series:
+    for df in (rec.threads, rec.taps, rec.queues):
+        if len(df):
+            return df.groupby(level=0)["interval_s"].max()
+    return pd.Series(dtype="float64")
+
+
+def tap_metrics(rec: Recording) -> pd.DataFrame:
+    t = rec.taps
+    iv = t["interval_s"].where(t["interval_s"] > 0)
+    pk = (t["rx_packets"] + t["tx_packets"]).astype("float64")
+    return pd.DataFrame(
+        {
+            "ifname": t["ifname"],
+            "path": t["ifname"].map(rec.topology.path_of_tap()).fillna("").astype("string"),
+            "rx_pps": t["rx_pps"],
+            "tx_pps": t["tx_pps"],
+            "drops": t["drops"],
+            "drops_per_s": t["drops"] / iv,
+            "drop_pct": 100.0 * t["drops"] / pk.where(pk > 0),
+        },
+        index=t.index,
+    )
+
+
+def drops_by_reason(rec: Recording) -> pd.DataFrame:
+    """Total drops per (where, direction, reason) over the recording: kernel (tap) and back-end counters."""
+    rows: list[pd.DataFrame] = []
+    d = rec.tap_drops
+    if len(d):
+        g = pd.DataFrame(d.groupby(["ifname", "direction", "reason_name"], as_index=False)["count"].sum())
+        rows.append(g.rename(columns={"ifname": "where", "reason_name": "reason"}).assign(source="kernel"))
+    bq = rec.backend_queues
+    if len(bq):
+        for col, reason in (
+            ("drops_no_rx_buffer", "NO_RX_BUFFER"),
+            ("drops_tap_full", "TAP_FULL"),
+            ("drops_other", "OTHER"),
+        ):
+            g = bq.groupby(["pid", "dir"], as_index=False)[col].sum()
+            g = g[g[col] > 0]
+            if len(g):
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "where": "backend-" + g["pid"].astype(str),
+                            "direction": g["dir"],
+                            "reason": reason,
+                            "count": g[col],
+                            "source": "backend",
+                        }
+                    )
+                )
+    if not rows:
+        return pd.DataFrame(columns=["where", "direction", "reason", "count", "source"])
+    out = pd.concat(rows, ignore_index=True)
+    return out.sort_values("count", ascending=False, ignore_index=True)

@@ -1,0 +1,175 @@
+"""Who is who in a recording: data paths ("paths") built from the discovery snapshot stored in the manifest.
+
+A path is one VM's (or front-end's) network data path: its front-end process (QEMU, a DPDK virtio-user, the
+lab's KVM VM), its back-end (a vhost-user process or the VM's vhost-net workers), their threads, the taps the
+back-end holds, and the NUMA placement. Detectors speak about paths, threads and taps; the per-path metrics
+join the tables through the maps built here (pid → path, tid → path, tap → path).
+
+Without a snapshot (a recording made with ``-p`` of unknown processes) every process with a back-end thread
+becomes a path of its own and the taps are shared among them only when there is exactly one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+BACKEND_ROLES = ("vhost-worker", "backend-worker")
+
+
+@dataclass
+class Path:
+    name: str  # the subject used in findings: the VM's name, or "<comm>-<pid>"
+    frontend_pids: list[int] = field(default_factory=list)
+    backend_pid: int | None = None
+    backend_kind: str = "unknown"  # vhtune / dpdk / ovs / vhost-net / unknown
+    backend_tids: list[int] = field(default_factory=list)
+    vcpu_tids: list[int] = field(default_factory=list)
+    taps: list[str] = field(default_factory=list)
+    memory_nodes: list[int] = field(default_factory=list)
+    control_socket: str | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return sorted({*self.frontend_pids, *([self.backend_pid] if self.backend_pid is not None else [])})
+
+
+@dataclass
+class Topology:
+    paths: list[Path]
+    threads: dict[int, dict[str, Any]]  # tid → the snapshot's ThreadInfo as a dict
+    taps: dict[str, dict[str, Any]]  # ifname → TapInfo as a dict
+    cpu_node: dict[int, int]  # CPU → NUMA node
+    vm_names: dict[int, str]  # front-end pid → name
+
+    def path_of_pid(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for p in self.paths:
+            for pid in p.pids:
+                out.setdefault(pid, p.name)
+        return out
+
+    def path_of_tid(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for p in self.paths:
+            for tid in (*p.backend_tids, *p.vcpu_tids):
+                out.setdefault(tid, p.name)
+        return out
+
+    def path_of_tap(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for p in self.paths:
+            for t in p.taps:
+                out.setdefault(t, p.name)
+        return out
+
+    def by_name(self, name: str) -> Path | None:
+        return next((p for p in self.paths if p.name == name), None)
+
+
+def _vm_name(vm: dict[str, Any]) -> str:
+    return str(vm.get("name") or f"vm-{vm['pid']}")
+
+
+def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topology:
+    """Paths from the manifest's ``discovery`` (may be None) plus the threads table (tid, pid, comm, role)."""
+    snap = snap or {}
+    vms = {int(v["pid"]): v for v in snap.get("vms", [])}
+    thread_info = {int(t["tid"]): t for t in snap.get("threads", [])}
+    taps = {str(t["name"]): t for t in snap.get("taps", [])}
+    cpu_node = {int(c["cpu"]): int(c.get("node", 0)) for c in snap.get("cpus", [])}
+    comm_of_pid: dict[int, str] = {}
+    for t in thread_info.values():
+        if int(t["tid"]) == int(t["pid"]):
+            comm_of_pid[int(t["pid"])] = str(t["comm"])
+    recorded = threads.drop_duplicates("tid")[["pid", "tid", "comm", "role"]] if len(threads) else None
+    if recorded is not None:
+        for r in recorded.to_dict("records"):
+            tid = int(r["tid"])
+            thread_info.setdefault(tid, {"pid": int(r["pid"]), "tid": tid, "comm": r["comm"], "role": r["role"]})
+
+    def tids(pid: int, roles: tuple[str, ...]) -> list[int]:
+        return sorted(t for t, i in thread_info.items() if int(i["pid"]) == pid and i.get("role") in roles)
+
+    def taps_of(pid: int) -> list[str]:
+        return sorted(n for n, t in taps.items() if pid in [int(p) for p in t.get("owner_pids", [])])
+
+    paths: list[Path] = []
+    claimed_vms: set[int] = set()
+    for b in snap.get("backends", []):
+        bpid = int(b["pid"])
+        fronts = [int(p) for p in b.get("frontend_pids", [])] or [-1]
+        btids = [int(t) for t in b.get("thread_tids", [])] or tids(bpid, BACKEND_ROLES)
+        for fp in fronts:
+            vm = vms.get(fp)
+            if vm is not None:
+                name = _vm_name(vm)
+                claimed_vms.add(fp)
+            elif fp > 0:
+                name = f"{comm_of_pid.get(fp, 'frontend')}-{fp}"
+            else:
+                name = f"{b.get('comm', 'backend')}-{bpid}"
+            paths.append(
+                Path(
+                    name=name,
+                    frontend_pids=[fp] if fp > 0 else [],
+                    backend_pid=bpid,
+                    backend_kind=str(b.get("kind", "unknown")),
+                    backend_tids=btids,
+                    vcpu_tids=[int(t) for t in vm.get("vcpu_tids", [])] if vm else tids(fp, ("vcpu",)),
+                    taps=taps_of(bpid),
+                    memory_nodes=[int(n) for n in vm.get("memory_nodes", [])] if vm else [],
+                    control_socket=b.get("control_socket"),
+                )
+            )
+    for pid, vm in vms.items():
+        if pid in claimed_vms:
+            continue
+        vhost = [int(t) for t in vm.get("vhost_tids", [])]
+        ifnames = [str(n["ifname"]) for n in vm.get("netdevs", []) if n.get("ifname")]
+        paths.append(
+            Path(
+                name=_vm_name(vm),
+                frontend_pids=[pid],
+                backend_kind="vhost-net" if vhost else "unknown",
+                backend_tids=vhost,
+                vcpu_tids=[int(t) for t in vm.get("vcpu_tids", [])] or tids(pid, ("vcpu",)),
+                taps=sorted(set(ifnames) | set(taps_of(pid))),
+                memory_nodes=[int(n) for n in vm.get("memory_nodes", [])],
+            )
+        )
+    known = {pid for p in paths for pid in p.pids}
+    orphan_pids = sorted(
+        {int(i["pid"]) for i in thread_info.values() if i.get("role") in BACKEND_ROLES} - known - set(vms)
+    )
+    for pid in orphan_pids:
+        paths.append(
+            Path(
+                name=f"{comm_of_pid.get(pid, 'backend')}-{pid}",
+                backend_pid=pid,
+                backend_tids=tids(pid, BACKEND_ROLES),
+                taps=taps_of(pid),
+            )
+        )
+    names = {int(v["pid"]): _vm_name(v) for v in vms.values()}
+    _unique_names(paths)
+    return Topology(paths, thread_info, taps, cpu_node, names)
+
+
+def _unique_names(paths: list[Path]) -> None:
+    seen: dict[str, int] = {}
+    for p in paths:
+        n = seen.get(p.name, 0)
+        seen[p.name] = n + 1
+        if n:
+            p.name = f"{p.name}#{n + 1}"
+
+
+def add_recorded_taps(topo: Topology, tap_names: list[str]) -> None:
+    """Taps no path owns (discovery did not see who holds them) go to the only path, when there is one."""
+    owned = {t for p in topo.paths for t in p.taps}
+    if len(topo.paths) == 1:
+        p = topo.paths[0]
+        p.taps = sorted(set(p.taps) | {t for t in tap_names if t not in owned})
