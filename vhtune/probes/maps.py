@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vhtune.errors import ProbeError
@@ -146,7 +148,9 @@ class ProbeMaps:
         stats, hist, ts = self._t("thread_stats"), self._t("runq_hist"), self._t("thread_ts")
         stats[slot] = stats.Leaf()
         hist[slot] = hist.Leaf()
-        ts[slot] = L.ThreadTs(0, 0, -1, 0)
+        # A thread running when it becomes a target has no switch-in event yet: start its slice now, or a
+        # thread that never switches (a polling back-end alone on its CPU) would show 0 % until it does.
+        ts[slot] = L.ThreadTs(time.monotonic_ns() if _running(t.pid, t.tid) else 0, 0, -1, 0)
         self._t("targets")[ct.c_uint32(t.tid)] = slot  # published last: the slot is clean by now
         self._last_threads[t.tid] = [0] * len(THREAD_FIELDS)
         self._last_hist[t.tid] = [0] * L.RUNQ_BUCKETS
@@ -210,10 +214,16 @@ class ProbeMaps:
         return d
 
     def _read_threads(self, d: Deltas) -> None:
-        stats, hist = self._t("thread_stats"), self._t("runq_hist")
+        stats, hist, tstate = self._t("thread_stats"), self._t("runq_hist"), self._t("thread_ts")
         for tid, slot in self.thread_slots.slots.items():
             key = ct.c_uint32(slot)
+            now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
             cur = _sum_struct(stats[key], THREAD_FIELDS)
+            # Count the slice in progress too (it is folded into oncpu_ns at the next switch-out, so the
+            # cumulative "counted + in progress" never goes backwards).
+            since = int(tstate[key].oncpu_since)
+            if since and now > since:
+                cur[0] += now - since
             last = self._last_threads[tid]
             d.threads[tid] = {f: c - p for f, c, p in zip(THREAD_FIELDS, cur, last, strict=True)}
             self._last_threads[tid] = cur
@@ -249,7 +259,7 @@ class ProbeMaps:
             if name is None:
                 continue  # the tap was let go since the drop; its counters went with it
             d.drops.append(
-                {"ifname": name, "direction": L.DIRECTIONS.get(k.dir, "?"), "reason": k.reason, "count": int(v.value)}
+                {"ifname": name, "direction": L.DIRECTIONS.get(k.dir, "?"), "reason": k.reason, "count": _num(v)}
             )
 
     def _read_fds(self, d: Deltas) -> None:
@@ -272,13 +282,13 @@ class ProbeMaps:
                     "level": k.level,
                     "via_pid": via[0] if via else None,
                     "via_fd": via[1] if via else None,
-                    "count": int(v.value),
+                    "count": _num(v),
                 }
             )
         for k, v in _read_and_clear(self._t("wakes")):
             d.wakes.append(
                 {
-                    "tid": int(k.value),
+                    "tid": _num(k),
                     "pid": v.tgid,
                     "wakeups": v.wakeups,
                     "polled": v.polled,
@@ -288,6 +298,20 @@ class ProbeMaps:
                     "wait_ns": v.wait_ns,
                 }
             )
+
+
+def _num(v: Any) -> int:
+    """bcc hands back ctypes scalars from lookups and plain ints from batch reads."""
+    return int(getattr(v, "value", v))
+
+
+def _running(pid: int, tid: int) -> bool:
+    """State R in /proc/PID/task/TID/stat (running or runnable)."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "R"
 
 
 def _sum_struct_lost(table: Any) -> list[int]:

@@ -1,0 +1,28 @@
+"""One compiled probe module per test session (compiling costs ~0.5-1.5 s); each test gets fresh maps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from vhtune.probes import ProbeMaps, Probes, TargetSet, load
+
+
+@pytest.fixture(scope="session")
+def probes(require_root: None) -> Iterator[Probes]:
+    p = load()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def maps(probes: Probes) -> Iterator[ProbeMaps]:
+    m = ProbeMaps(probes)
+    m.read()  # clears hash maps left by earlier tests
+    try:
+        yield m
+    finally:
+        m.apply(TargetSet())

@@ -1,0 +1,59 @@
+"""Struct mirrors vs the C header, the kprobe variant's compile/verifier test, drop-reason names."""
+
+from __future__ import annotations
+
+import ctypes as ct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vhtune.errors import ProbeError
+from vhtune.probes import ProbeConfig, Probes
+from vhtune.probes.layouts import MAPS, check_layouts
+from vhtune.probes.loader import FAMILIES, VHOST_KPROBES, compile_module, possible_cpus
+from vhtune.probes.reasons import drop_reasons, parse
+
+
+@pytest.mark.root
+def test_every_map_matches_its_mirror(probes: Probes) -> None:
+    names = [m for fam in FAMILIES.values() for m in fam[2]] + ["lost"]
+    check_layouts(probes.bpf, names)  # raises on any size difference
+    assert probes.families == dict.fromkeys(FAMILIES, "attached")
+
+
+class _FakeTable:
+    Key = ct.c_uint32
+    Leaf = ct.c_uint64 * 3  # not what layouts.py says for thread_stats
+
+
+def test_a_size_mismatch_is_a_clear_probe_error() -> None:
+    fake: dict[bytes, Any] = {b"thread_stats": _FakeTable()}
+    with pytest.raises(ProbeError, match=r"thread_stats: value is 24 bytes in probes/vhtune\.h but 56"):
+        check_layouts(fake, ["thread_stats"])
+    assert set(MAPS) >= {m for fam in FAMILIES.values() for m in fam[2]}
+
+
+@pytest.mark.root
+def test_vhost_kprobe_variant_compiles_and_passes_the_verifier() -> None:
+    # This host has no kprobes, so the variant can only be compiled and loaded (verifier), not attached.
+    import bcc  # the distro python3-bpfcc, importable after `make setup`
+
+    bpf = compile_module(["sched", "notify"], kprobes=True, config=ProbeConfig(), ncpus=possible_cpus())
+    try:
+        for fn in VHOST_KPROBES:
+            assert bpf.load_func(fn.encode(), bcc.BPF.KPROBE).fd >= 0
+        check_layouts(bpf, ["vhost_events"])
+    finally:
+        bpf.cleanup()
+
+
+def test_drop_reasons_come_from_the_format_file() -> None:
+    text = 'print fmt: "...", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 80, "FULL_RING" })'
+    assert parse(text) == {2: "NOT_SPECIFIED", 80: "FULL_RING"}
+
+
+@pytest.mark.root
+def test_running_kernel_names_full_ring() -> None:
+    assert Path("/sys/kernel/tracing/events/skb/kfree_skb/format").exists()
+    assert "FULL_RING" in drop_reasons().values()

@@ -1,0 +1,87 @@
+"""notify family: eventfd write()/read() calls of a process we control, counted exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from vhtune.probes import FdTarget, ProbeMaps, TargetSet
+from vhtune.record.select import proc_eventfds
+
+pytestmark = pytest.mark.root
+
+# Two eventfds (a "kick" and a "call"); on "go" it writes the call fd 1234 times, reads the kick fd 7
+# times (after writing it 7 times itself, so reads do not block), and also writes a pipe (not watched).
+CHILD = """
+import os, sys
+call, kick = os.eventfd(0), os.eventfd(0)
+r, w = os.pipe()
+print(call, kick, flush=True)
+sys.stdin.readline()
+for _ in range(1234):
+    os.eventfd_write(call, 1)
+for _ in range(7):
+    os.eventfd_write(kick, 1)
+    os.eventfd_read(kick)
+for _ in range(50):
+    os.write(w, b"x")
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_eventfd_writes_and_reads_are_counted_exactly(maps: ProbeMaps) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        call, kick = (int(x) for x in proc.stdout.readline().split())
+        found = dict(proc_eventfds(proc.pid))
+        assert call in found and kick in found  # discovery of eventfds by /proc/PID/fd links
+        ts = TargetSet()
+        ts.add_fd(FdTarget(proc.pid, call, "call", 0, found[call]))
+        ts.add_fd(FdTarget(proc.pid, kick, "kick", 1, found[kick]))
+        maps.apply(ts)
+        maps.read()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "done"
+        d = maps.read()
+        proc.stdin.write("end\n")
+        proc.stdin.flush()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    assert d.fds[(proc.pid, call)] == {"writes": 1234, "reads": 0, "injections": 0}
+    assert d.fds[(proc.pid, kick)] == {"writes": 7, "reads": 7, "injections": 0}
+    assert len(d.fds) == 2  # the pipe was not watched
+
+
+def test_same_fd_number_in_another_process_is_not_counted(maps: ProbeMaps) -> None:
+    code = (
+        "import os, sys\nfd = os.eventfd(0)\nprint(fd, flush=True)\nsys.stdin.readline()\n"
+        "for _ in range(300): os.eventfd_write(fd, 1)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        fd = int(proc.stdout.readline())
+        ghost = proc.pid + 1_000_000  # above pid_max: no such process
+        ts = TargetSet()
+        ts.add_fd(FdTarget(proc.pid, fd, "call", 0))
+        ts.add_fd(FdTarget(ghost, fd, "call", 0))
+        maps.apply(ts)
+        maps.read()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        proc.wait(timeout=10)
+        d = maps.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    assert d.fds[(proc.pid, fd)]["writes"] == 300
+    assert d.fds[(ghost, fd)]["writes"] == 0
