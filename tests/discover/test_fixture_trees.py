@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from tests.discover.fakeproc import ROOT_NS, FakeHost, FakeThread, UnixSock, argv_fixture
-from vhtune.discover import ROLE_BACKEND, ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_VMM, Snapshot, discover
+from vhtune.discover import (
+    ROLE_BACKEND,
+    ROLE_VCPU,
+    ROLE_VHOST_WORKER,
+    ROLE_VMM,
+    Snapshot,
+    ThreadInfo,
+    VMInfo,
+    discover,
+)
 
 GUEST_NUMA_MAPS = (
     "7f0000000000 bind:1 file=/memfd:memory-backend-memfd\\040(deleted) dirty=1000 N1=1000 kernelpagesize_kB=4\n"
@@ -16,11 +25,11 @@ GUEST_NUMA_MAPS = (
 )
 
 
-def _vm(snap: Snapshot, pid: int):  # type: ignore[no-untyped-def]
+def _vm(snap: Snapshot, pid: int) -> VMInfo:
     return next(v for v in snap.vms if v.pid == pid)
 
 
-def _thread(snap: Snapshot, tid: int):  # type: ignore[no-untyped-def]
+def _thread(snap: Snapshot, tid: int) -> ThreadInfo:
     return next(t for t in snap.threads if t.tid == tid)
 
 
@@ -288,3 +297,35 @@ def test_libvirt_passed_socket_fd_and_single_threaded_backend(tmp_path: Path) ->
     # No thread carries a data-path name: the daemon's only thread is its data path.
     assert (be.kind, be.thread_tids) == ("unknown", [8100])
     assert snap.taps[0].queues == 2
+
+
+def test_backend_found_from_virtio_user_frontend_whatever_its_command_line(tmp_path: Path) -> None:
+    """vhtune's back-end running inside a test process: nothing in its argv says back-end; the DPDK
+    virtio-user front-end names the socket, and the back-end is whoever holds the other end."""
+    h = FakeHost(tmp_path)
+    fe = h.proc(
+        7000,
+        "dpdk-testpmd",
+        ["dpdk-testpmd", "--vdev", "net_virtio_user0,path=/tmp/t.sock,server=1", "--", "-i"],
+        threads=[FakeThread(7000, "dpdk-testpmd"), FakeThread(7001, "rte-worker-1", "1", 1)],
+    )
+    listener, accepted, be_end = (
+        UnixSock(9100, "/tmp/t.sock", listening=True),
+        UnixSock(9101, "/tmp/t.sock"),
+        UnixSock(9102),
+    )
+    h.connect(accepted, be_end)
+    h.sock(fe, 3, listener)
+    h.sock(fe, 4, accepted)
+    be = h.proc(
+        6500,
+        "python",
+        ["/usr/bin/python3", "-m", "pytest", "tests/backend"],
+        threads=[FakeThread(6500, "python"), FakeThread(6501, "vhtune-ctl"), FakeThread(6502, "vhtune-q1", "0", 0)],
+    )
+    h.sock(be, 7, be_end)
+    snap = discover(h.write())
+    (s,) = snap.sockets
+    assert (s.frontend_pid, s.backend_pid, s.listener_pid, s.connected, s.vm_pid) == (7000, 6500, 7000, True, None)
+    (b,) = snap.backends
+    assert (b.pid, b.kind, b.thread_tids, b.frontend_pids) == (6500, "vhtune", [6502], [7000])

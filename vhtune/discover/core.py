@@ -33,7 +33,7 @@ from vhtune.discover.procfs import ProcFS
 from vhtune.discover.qemu_cmdline import is_qemu_argv0, parse_qemu_cmdline
 from vhtune.discover.taps import TUN_DEVICE, TunFd, assemble_taps
 from vhtune.discover.threads import VHOST_WORKER, backend_kind, read_thread
-from vhtune.discover.vhostuser import UnixView, backend_socket, paths_in_argv, vm_socket
+from vhtune.discover.vhostuser import UnixView, backend_socket, frontend_socket, paths_in_argv, vm_socket
 from vhtune.errors import VhtuneError
 
 EVENTFD_LINK = "anon_inode:[eventfd]"
@@ -61,6 +61,11 @@ def _is_backend_argv(comm: str, argv: list[str]) -> bool:
         or comm.startswith("ovs-vswitchd")
         or (any("vhtune" in a for a in argv[:3]) and "backend" in argv[1:])
     )
+
+
+def _is_frontend_argv(argv: list[str]) -> bool:
+    # DPDK's virtio-user PMD ("net_virtio_user0,path=SOCK") is a vhost-user front-end.
+    return any("virtio_user" in a for a in argv)
 
 
 class _Walk:
@@ -343,6 +348,17 @@ class _Walk:
                 if (path, p.pid) in seen:
                     continue
                 s = backend_socket(self.unix, p.pid, path)
+                if s is not None:
+                    sockets.append(s)
+        # Front-ends other than QEMU (DPDK virtio-user): their peer is a back-end whatever its command line
+        # (e.g. vhtune's back-end running inside a test process).
+        for p in self.procs.values():
+            if not _is_frontend_argv(p.argv):
+                continue
+            for path in paths_in_argv(p.argv):
+                if any(s.path == path and s.frontend_pid == p.pid for s in sockets):
+                    continue
+                s = frontend_socket(self.unix, p.pid, path)
                 if s is not None:
                     sockets.append(s)
         vm_pids = {vm.pid for vm in self.snap.vms}

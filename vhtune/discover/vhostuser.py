@@ -19,7 +19,7 @@ from vhtune.discover.procfs import UnixEntry
 # Where back-ends name their socket on the command line: DPDK vdev "net_vhost0,iface=PATH", virtio-user
 # "path=PATH", vhtune / vhost-user daemons "--socket PATH", "--socket-path=PATH".
 _ARG_PATH = re.compile(r"(?:^|[\s,])(?:iface|path|socket|socket-path)=([^,\s]+)")
-_SOCKET_FLAGS = ("--socket", "--socket-path", "-s")
+_SOCKET_FLAGS = ("--socket", "--socket-path")
 
 
 def paths_in_argv(argv: list[str]) -> list[str]:
@@ -105,5 +105,22 @@ def backend_socket(view: UnixView, backend_pid: int, path: str) -> VhostUserSock
         peer_pids=tuple(sorted(peers)),
         backend_pid=backend_pid,
         frontend_pid=min(peers) if peers else None,
+        connected=bool(peers),
+    )
+
+
+def frontend_socket(view: UnixView, frontend_pid: int, path: str) -> VhostUserSocketInfo | None:
+    """A socket path a non-QEMU front-end (DPDK virtio-user) names; the back-end is whoever holds the other
+    end (or listens on the path). None when the front-end holds nothing on that path."""
+    role, peers, listeners = _link(view, frontend_pid, path)
+    if role is None and not peers:
+        return None
+    backends = peers or (listeners - {frontend_pid})
+    return VhostUserSocketInfo(
+        path=path,
+        listener_pid=frontend_pid if role == "listener" else (min(listeners) if listeners else None),
+        peer_pids=tuple(sorted(peers)),
+        backend_pid=min(backends) if backends else None,
+        frontend_pid=frontend_pid,
         connected=bool(peers),
     )
