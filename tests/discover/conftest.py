@@ -13,7 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -48,15 +48,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-def _wait_for(what: str, cond: object, procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+def _wait_for(what: str, cond: Callable[[], bool], procs: dict[str, subprocess.Popen[bytes]], logs: list[Path]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if callable(cond) and cond():
+        if cond():
             return
-        for p in procs:
+        for name, p in procs.items():
             if p.poll() is not None:
                 tails = "\n".join(f"--- {log}:\n{log.read_text(errors='replace')[-2000:]}" for log in logs)
-                pytest.fail(f"{p.args[0]} exited with {p.returncode} while waiting for {what}\n{tails}")
+                pytest.fail(f"{name} exited with {p.returncode} while waiting for {what}\n{tails}")
         time.sleep(0.05)
     pytest.fail(f"timed out after {START_TIMEOUT_S:g} s waiting for {what}")
 
@@ -93,7 +93,7 @@ def real_setup(require_root: None) -> Iterator[RealSetup]:
         qemu_pid=0,
         testpmd_pid=0,
     )
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     files: list[IO[bytes]] = []
     netns_added = False
     try:
@@ -121,7 +121,7 @@ def real_setup(require_root: None) -> Iterator[RealSetup]:
             stdout=files[-1],
             stderr=subprocess.STDOUT,
         )
-        procs.append(testpmd)
+        procs["dpdk-testpmd"] = testpmd
         setup.testpmd_pid = testpmd.pid
         _wait_for("the testpmd vhost-user socket", lambda: os.path.exists(sock), procs, [tp_log])
 
@@ -168,13 +168,13 @@ def real_setup(require_root: None) -> Iterator[RealSetup]:
             stdout=files[-1],
             stderr=subprocess.STDOUT,
         )
-        procs.append(qemu)
+        procs["qemu"] = qemu
         setup.qemu_pid = qemu.pid
         _wait_for("QEMU's two tap queues", lambda: _tun_fds(qemu.pid) == 2, procs, [q_log, tp_log])
         _wait_for("vhost-user negotiation", lambda: _vhost_user_negotiated(tp_log), procs, [q_log, tp_log])
         yield setup
     finally:
-        for p in reversed(procs):
+        for p in reversed(list(procs.values())):
             _stop(p)
         if netns_added:
             subprocess.run(["ip", "netns", "del", tag], check=False, capture_output=True, timeout=10)
