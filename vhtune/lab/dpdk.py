@@ -320,3 +320,16 @@ def _config(role: Role, socket: Path, kw: dict[str, object]) -> TestpmdConfig:
 
 def total(stats: list[ForwardStats] | list[PortStats], attr: str) -> int:
     return sum(int(getattr(s, attr)) for s in stats)
+
+
+def lcore_tids(t: Testpmd) -> list[int]:
+    """Thread ids of testpmd's forwarding lcores (DPDK 22.11 names them ``rte-worker-N``). ``stdbuf`` and
+    ``ip netns exec`` both exec, so the launched pid is testpmd's own."""
+    out = []
+    for task in Path(f"/proc/{t.pid}/task").glob("*"):
+        try:
+            if (task / "comm").read_text().startswith("rte-worker"):
+                out.append(int(task.name))
+        except OSError:
+            continue
+    return sorted(out)

@@ -95,7 +95,7 @@ iperf3s)
 esac
 t1=$(cut -d' ' -f1 /proc/uptime)
 dtx=$(( $(nstat tx_packets) - tx0 )); drx=$(( $(nstat rx_packets) - rx0 ))
-tail="\"eth0_tx\":$dtx,\"eth0_rx\":$drx,\"t_start\":$t0,\"t_end\":$t1"
+tail="\"eth0_tx\":$dtx,\"eth0_rx\":$drx,\"eth0_tx_total\":$(nstat tx_packets),\"t_start\":$t0,\"t_end\":$t1"
 echo "VHTUNE-RESULT {\"workload\":\"$P_wl\",\"rc\":$rc,$extra$tail}"
 sync
 poweroff -f

@@ -1,0 +1,299 @@
+"""Lab scenarios: a back-end, a real front-end, traffic for a bounded time, faults, one JSON summary.
+
+CPU placement on a 2-CPU host: the back-end's data path on CPU 1, the front-end (vCPU or DPDK forwarding lcore)
+on CPU 0; the ``same-cpu`` fault puts both on CPU 1. Addresses exist only inside the scenario's own netns:
+the netns side of the tap is ``HOST_CIDR``, the guest is ``GUEST_CIDR`` (the guest is not in any host netns).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vhtune.errors import LabError, UsageError
+from vhtune.lab import dpdk
+from vhtune.lab.backends import BACKENDS, BackendOptions, LabBackend, make_backend
+from vhtune.lab.faults import FaultContext, FaultSet, Placement
+from vhtune.lab.guestinit import Workload
+from vhtune.lab.image import ensure_image
+from vhtune.lab.names import lab_name, run_dir
+from vhtune.lab.netns import Netns
+from vhtune.lab.proc import wait_for
+from vhtune.lab.qemu import GuestConfig, QemuGuest
+from vhtune.lab.record_hook import RecordHook
+
+HOST_IP = "10.91.0.1"
+HOST_CIDR = f"{HOST_IP}/24"
+GUEST_CIDR = "10.91.0.2/24"
+BOOT_ALLOWANCE_S = 30.0
+
+
+@dataclass
+class RunOptions:
+    duration: float = 5.0
+    backend: str = "vhtune"
+    faults: list[str] = field(default_factory=list)
+    queues: int = 1
+    size: int = 64
+    count: int = 0
+    rate: int = 0
+    record: Path | None = None
+
+    def validate(self) -> None:
+        if not 1 <= self.duration <= 300:
+            raise UsageError(f"duration {self.duration:g} s is out of range", hint="use 1..300 seconds")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"back-end {self.backend!r} is unknown", hint=f"one of {', '.join(BACKENDS)}")
+        if not 1 <= self.queues <= 4:
+            raise UsageError(f"queues={self.queues} is out of range", hint="use 1..4")
+        if not 64 <= self.size <= 1500:
+            raise UsageError(f"packet size {self.size} is out of range", hint="use 64..1500")
+        if self.count < 0 or self.rate < 0:
+            raise UsageError("count and rate must not be negative")
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    front_end: str
+    run: Callable[[RunOptions, FaultSet, contextlib.ExitStack], dict[str, Any]]
+
+
+def _rate(n: int | float, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else 0.0
+
+
+def _strip(st: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in st.items() if k != "raw"}
+
+
+# --- guest scenarios --------------------------------------------------------------------------------------
+def _guest_setup(
+    opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack
+) -> tuple[Netns, str, LabBackend, Placement]:
+    ns = stack.enter_context(Netns())
+    tap = lab_name("tp")
+    place = Placement()
+    bopts = BackendOptions(port="tap", tap=tap, netns=ns, cpu=place.backend_cpu, queues=opts.queues)
+    faults.plan(bopts, place, opts.backend)
+    be = make_backend(opts.backend, bopts)
+    stack.enter_context(be)
+    wait_for(lambda: ns.has_link(tap), 10.0, f"the back-end's tap {tap}")
+    ns.addr(tap, HOST_CIDR)
+    return ns, tap, be, place
+
+
+def _run_guest(
+    opts: RunOptions,
+    faults: FaultSet,
+    stack: contextlib.ExitStack,
+    wl: Workload,
+    ns: Netns,
+    tap: str,
+    be: LabBackend,
+    place: Placement,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], QemuGuest]:
+    img = ensure_image()
+    cfg = GuestConfig(img, be.socket, wl, queues=opts.queues, vcpu_cpu=place.frontend_cpu)
+    guest = QemuGuest(cfg)
+    stack.enter_context(guest)
+    faults.start(FaultContext(opts.duration + BOOT_ALLOWANCE_S, ns, tap, place.backend_cpu))
+    rec = RecordHook(opts.record)
+    stack.callback(rec.stop)
+    rec.start([guest.pid, _backend_pid(be)], opts.duration + BOOT_ALLOWANCE_S)
+    res = guest.wait(timeout=opts.duration + 90)
+    be_stats = be.finish()
+    tap_stats = ns.link_stats(tap)
+    summary_extra: dict[str, Any] = {"guest_ready_s": res.ready_s, "guest_wall_s": round(res.wall_s, 2)}
+    if (r := rec.stop()) is not None:
+        summary_extra["recording"] = r
+    return res.result, be_stats, {"tap": tap_stats, **summary_extra}, guest
+
+
+def _backend_pid(be: LabBackend) -> int:
+    proc = getattr(be, "proc", None) or getattr(getattr(be, "pmd", None), "proc", None)
+    return int(proc.pid) if proc is not None else 0
+
+
+def guest_ping(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
+    ns, tap, be, place = _guest_setup(opts, faults, stack)
+    wl = Workload("ping", duration=int(opts.duration), ip=GUEST_CIDR, peer=HOST_IP, count=opts.count)
+    res, bst, extra, _g = _run_guest(opts, faults, stack, wl, ns, tap, be, place)
+    secs = float(res["t_end"]) - float(res["t_start"])
+    sent, got = int(res.get("sent", 0)), int(res.get("received", 0))
+    return {
+        "throughput": {"rtt_per_s": _rate(got, secs), "rtt_avg_ms": res.get("rtt_avg_ms")},
+        "drops": {"ping_lost": sent - got, **bst["drops"], "tap_tx_dropped": extra["tap"]["tx_dropped"]},
+        "guest": res,
+        "backend_stats": _strip(bst),
+        **extra,
+        "checks": {
+            "replies": got > 0,
+            "backend_saw_guest_tx": bst["from_guest_packets"] == int(res.get("eth0_tx_total", -1)),
+        },
+    }
+
+
+def guest_pktgen(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
+    ns, tap, be, place = _guest_setup(opts, faults, stack)
+    mac = str(json.loads(ns.ip("-j", "link", "show", "dev", tap).stdout)[0]["address"])
+    wl = Workload(
+        "pktgen",
+        duration=int(opts.duration),
+        ip=GUEST_CIDR,
+        peer=HOST_IP,
+        count=opts.count,
+        size=max(60, opts.size - 4),  # pktgen's pkt_size excludes the 4-byte FCS
+        rate=opts.rate,
+        dmac=mac,
+    )
+    res, bst, extra, _g = _run_guest(opts, faults, stack, wl, ns, tap, be, place)
+    secs = float(res["t_end"]) - float(res["t_start"])
+    sent = int(res.get("sent", 0))
+    total_tx = int(res.get("eth0_tx_total", -1))
+    return {
+        "throughput": {"pps": _rate(sent, secs), "mbps": round(_rate(sent * opts.size * 8, secs) / 1e6, 2)},
+        "drops": {"pktgen_errors": res.get("errors", 0), **bst["drops"], "tap_rx_dropped": extra["tap"]["rx_dropped"]},
+        "guest": res,
+        "backend_stats": _strip(bst),
+        **extra,
+        "checks": {
+            "count_reached": opts.count == 0 or sent == opts.count,
+            "backend_count_equals_guest": bst["from_guest_packets"] == total_tx,
+            "tap_count_equals_backend": extra["tap"]["rx_packets"] == bst["from_guest_packets"],
+        },
+    }
+
+
+def guest_iperf3(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
+    ns, tap, be, place = _guest_setup(opts, faults, stack)
+    log = run_dir() / f"{lab_name('i')}-iperf3.json"
+    stack.callback(lambda: log.unlink(missing_ok=True))
+    server = ns.spawn(
+        ["timeout", str(int(opts.duration + BOOT_ALLOWANCE_S + 30)), "iperf3", "-s", "-1", "-B", HOST_IP, "-J"],
+        log=log,
+        name="iperf3",
+    )
+    stack.callback(server.stop)
+    wl = Workload("iperf3c", duration=int(opts.duration), ip=GUEST_CIDR, peer=HOST_IP)
+    res, bst, extra, _g = _run_guest(opts, faults, stack, wl, ns, tap, be, place)
+    server.wait(10.0)
+    srv_bps = None
+    with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+        srv_bps = json.loads(server.output())["end"]["sum_received"]["bits_per_second"]
+    kbps = float(res.get("kbps", 0))
+    return {
+        "throughput": {"mbps": round(kbps / 1000, 2), "server_mbps": round(srv_bps / 1e6, 2) if srv_bps else None},
+        "drops": {**bst["drops"], "tap_tx_dropped": extra["tap"]["tx_dropped"]},
+        "guest": res,
+        "backend_stats": _strip(bst),
+        **extra,
+        "checks": {"iperf3_completed": res.get("rc") == 0 and kbps > 0, "server_saw_data": bool(srv_bps)},
+    }
+
+
+# --- DPDK front-end scenarios ----------------------------------------------------------------------------
+def _dpdk(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack, port: str, fe_mode: str) -> dict[str, Any]:
+    place = Placement()
+    bopts = BackendOptions(port=port, cpu=place.backend_cpu, queues=opts.queues, gen_size=opts.size)
+    faults.plan(bopts, place, opts.backend)
+    be = make_backend(opts.backend, bopts)
+    stack.enter_context(be)
+    fe = dpdk.frontend(be.socket, mode=fe_mode, fwd_cpu=place.frontend_cpu, queues=opts.queues, txpkts=opts.size)
+    stack.enter_context(fe)
+    stopped: list[dpdk.ForwardStats] = []
+
+    def stop_refilling() -> None:
+        # A stopped rxonly lcore polls nothing: its RX ring is never refilled (the starving guest).
+        stopped.extend(fe.stop())
+
+    ctx = FaultContext(opts.duration, backend_cpu=place.backend_cpu)
+    if fe_mode == "rxonly":
+        ctx.stop_frontend_rx = stop_refilling
+    time.sleep(0.3)  # let the rings start (SET_VRING_KICK / ENABLE) before counting
+    before = be.stats()
+    faults.start(ctx)
+    rec = RecordHook(opts.record)
+    stack.callback(rec.stop)
+    rec.start([fe.pid, _backend_pid(be)], opts.duration)
+    t0 = time.monotonic()
+    fe.start()
+    time.sleep(opts.duration / 2)
+    faults.midpoint(ctx)
+    time.sleep(opts.duration / 2)
+    secs = time.monotonic() - t0
+    fwd = fe.stop() if fe.started else stopped
+    after = be.finish()
+    delta = after["from_guest_packets"] - before["from_guest_packets"]
+    delta_to = after["to_guest_packets"] - before["to_guest_packets"]
+    out: dict[str, Any] = {
+        "frontend": {"mode": fe_mode, "forward": [f.__dict__ for f in fwd], "cpu": place.frontend_cpu},
+        "backend_stats": _strip(after),
+        "seconds": round(secs, 3),
+    }
+    if (r := rec.stop()) is not None:
+        out["recording"] = r
+    if fe_mode == "txonly":
+        sent = dpdk.total(fwd, "tx_packets")
+        out["throughput"] = {"pps": _rate(delta, secs), "mbps": round(_rate(delta * opts.size * 8, secs) / 1e6, 2)}
+        out["drops"] = {"frontend_ring_full": dpdk.total(fwd, "tx_dropped"), **after["drops"]}
+        out["checks"] = {"traffic": delta > 0, "backend_count_equals_frontend": delta == sent}
+    else:
+        got = dpdk.total(fwd, "rx_packets")
+        out["throughput"] = {"pps": _rate(got, secs), "mbps": round(_rate(got * opts.size * 8, secs) / 1e6, 2)}
+        out["drops"] = dict(after["drops"])
+        out["checks"] = {"traffic": got > 0, "frontend_count_le_backend": got <= delta_to}
+    return out
+
+
+def dpdk_sink(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
+    return _dpdk(opts, faults, stack, "sink", "txonly")
+
+
+def dpdk_gen(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
+    return _dpdk(opts, faults, stack, "gen", "rxonly")
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("guest-ping", "QEMU TCG guest pings the netns side of the back-end's tap", "qemu-guest", guest_ping),
+        Scenario("guest-pktgen", "guest pktgen → back-end → tap; counts compared", "qemu-guest", guest_pktgen),
+        Scenario("guest-iperf3", "guest iperf3 client → iperf3 server in the netns", "qemu-guest", guest_iperf3),
+        Scenario("dpdk-sink", "DPDK virtio-user txonly → back-end sink", "dpdk", dpdk_sink),
+        Scenario("dpdk-gen", "back-end gen → DPDK virtio-user rxonly", "dpdk", dpdk_gen),
+    )
+}
+
+
+def run(name: str, opts: RunOptions) -> dict[str, Any]:
+    """Run one scenario to completion; everything it started is gone when this returns or raises."""
+    sc = SCENARIOS.get(name)
+    if sc is None:
+        raise UsageError(f"scenario {name!r} is unknown", hint=f"one of {', '.join(SCENARIOS)}")
+    opts.validate()
+    faults = FaultSet.parse(opts.faults)
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        stack.callback(faults.stop)
+        try:
+            body = sc.run(opts, faults, stack)
+        except KeyboardInterrupt:
+            raise LabError(f"scenario {name} interrupted; everything it started was removed") from None
+    return {
+        "scenario": name,
+        "backend": opts.backend,
+        "front_end": sc.front_end,
+        "duration_s": opts.duration,
+        "faults": faults.names,
+        "fault_notes": faults.notes,
+        **body,
+        "elapsed_s": round(time.monotonic() - t0, 2),
+        "ok": all(body.get("checks", {}).values()),
+    }
