@@ -76,6 +76,67 @@ def _vhost_user_negotiated(log: Path) -> bool:
     return "VHOST_USER_SET_VRING_ENABLE" in log.read_text(errors="replace")
 
 
+def _testpmd(prefix: str, vdev: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    # --no-huge: no hugepages taken from the shared pool (its runtime dir is removed at teardown).
+    # Two lcores: main on CPU 0, the forwarding lcore ("rte-worker-1") on CPU 1.
+    return subprocess.Popen(
+        [
+            "dpdk-testpmd",
+            "-l",
+            "0,1",
+            "--no-pci",
+            "--no-huge",
+            "-m",
+            "256",
+            f"--file-prefix={prefix}",
+            "--vdev",
+            vdev,
+            "--",
+            "-i",
+            "--total-num-mbufs=2048",
+        ],
+        stdin=subprocess.PIPE,  # kept open: interactive testpmd exits on EOF
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@dataclass
+class DpdkPair:
+    socket: str
+    backend_pid: int
+    frontend_pid: int
+
+
+@pytest.fixture(scope="module")
+def real_dpdk_pair(require_root: None) -> Iterator[DpdkPair]:
+    """testpmd's vhost PMD (back-end, listening) and testpmd's virtio-user PMD (front-end): no QEMU."""
+    if shutil.which("dpdk-testpmd") is None:
+        pytest.fail("dpdk-testpmd is missing: run `make setup` (dpdk-dev)")
+    tag = f"discp{os.getpid()}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp"))
+    sock = str(workdir / "pair.sock")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    files: list[IO[bytes]] = []
+    try:
+        b_log, f_log = workdir / "backend.log", workdir / "frontend.log"
+        files.append(open(b_log, "wb"))  # noqa: SIM115 (closed in finally)
+        procs["testpmd back-end"] = _testpmd(f"{tag}b", f"net_vhost1,iface={sock}", files[-1])
+        _wait_for("the back-end socket", lambda: os.path.exists(sock), procs, [b_log])
+        files.append(open(f_log, "wb"))  # noqa: SIM115 (closed in finally)
+        procs["testpmd front-end"] = _testpmd(f"{tag}f", f"net_virtio_user0,path={sock}", files[-1])
+        _wait_for("vhost-user negotiation", lambda: _vhost_user_negotiated(b_log), procs, [b_log, f_log])
+        yield DpdkPair(sock, procs["testpmd back-end"].pid, procs["testpmd front-end"].pid)
+    finally:
+        for p in reversed(list(procs.values())):
+            _stop(p)
+        for f in files:
+            f.close()
+        for suffix in ("b", "f"):
+            shutil.rmtree(DPDK_RUN_DIR / f"{tag}{suffix}", ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def real_setup(require_root: None) -> Iterator[RealSetup]:
     for tool in ("qemu-system-x86_64", "dpdk-testpmd", "ip"):
@@ -99,28 +160,7 @@ def real_setup(require_root: None) -> Iterator[RealSetup]:
     try:
         tp_log = workdir / "testpmd.log"
         files.append(open(tp_log, "wb"))  # noqa: SIM115 (closed in finally)
-        # --no-huge: no hugepages taken from the shared pool; its runtime dir is removed below.
-        # Two lcores: main on CPU 0, the forwarding lcore ("rte-worker-1") on CPU 1.
-        testpmd = subprocess.Popen(
-            [
-                "dpdk-testpmd",
-                "-l",
-                "0,1",
-                "--no-pci",
-                "--no-huge",
-                "-m",
-                "256",
-                f"--file-prefix={tag}",
-                "--vdev",
-                f"net_vhost0,iface={sock}",
-                "--",
-                "-i",
-                "--total-num-mbufs=2048",
-            ],
-            stdin=subprocess.PIPE,  # kept open: interactive testpmd exits on EOF
-            stdout=files[-1],
-            stderr=subprocess.STDOUT,
-        )
+        testpmd = _testpmd(tag, f"net_vhost0,iface={sock}", files[-1])
         procs["dpdk-testpmd"] = testpmd
         setup.testpmd_pid = testpmd.pid
         _wait_for("the testpmd vhost-user socket", lambda: os.path.exists(sock), procs, [tp_log])

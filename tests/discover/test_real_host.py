@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from tests.discover.conftest import RealSetup
+from tests.discover.conftest import DpdkPair, RealSetup
 from tests.discover.test_failures import discover_as_nobody
 from vhtune.discover import ROLE_BACKEND, ROLE_VCPU, Snapshot, VMInfo, discover
 from vhtune.discover.procfs import parse_cpulist
@@ -142,3 +142,21 @@ def test_a_pass_is_cheap(real_setup: RealSetup) -> None:
     print(f"discover() pass: median {median * 1000:.1f} ms over 5 (min {min(times) * 1000:.1f} ms)")
     # Budget 100 ms; the bound leaves room for the other test runs sharing these two CPUs.
     assert median < 0.3
+
+
+def test_dpdk_virtio_user_frontend_and_vhost_backend_without_qemu(real_dpdk_pair: DpdkPair) -> None:
+    snap = discover()
+    socks = [s for s in snap.sockets if s.path == real_dpdk_pair.socket]
+    assert len(socks) == 1, f"sockets: {snap.sockets}; problems: {snap.problems}"
+    s = socks[0]
+    assert (s.backend_pid, s.frontend_pid, s.listener_pid, s.connected, s.vm_pid) == (
+        real_dpdk_pair.backend_pid,
+        real_dpdk_pair.frontend_pid,
+        real_dpdk_pair.backend_pid,
+        True,
+        None,
+    )
+    be = next(b for b in snap.backends if b.pid == real_dpdk_pair.backend_pid)
+    workers = {t for t, c in _proc_threads(real_dpdk_pair.backend_pid).items() if c == "rte-worker-1"}
+    assert (be.kind, set(be.thread_tids)) == ("dpdk", workers)
+    assert real_dpdk_pair.frontend_pid not in {b.pid for b in snap.backends}
