@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -222,3 +223,49 @@ def real_setup(require_root: None) -> Iterator[RealSetup]:
             f.close()
         shutil.rmtree(DPDK_RUN_DIR / tag, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# A process in an unnamed netns (unshare --net) holding two queues of a multiqueue tap it created there.
+_TAP_HOLDER = r"""
+import fcntl, os, struct, sys, time
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR, IFF_MULTI_QUEUE = 0x0002, 0x1000, 0x4000, 0x0100
+fds = []
+for _ in range(2):
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    ifr = struct.pack("16sH", sys.argv[1].encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE)
+    fcntl.ioctl(fd, TUNSETIFF, ifr)
+    fds.append(fd)
+print("ready", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@dataclass
+class UnnamedNetnsTap:
+    tap: str
+    pid: int
+    netns_inode: int
+
+
+@pytest.fixture
+def tap_in_unnamed_netns(require_root: None) -> Iterator[UnnamedNetnsTap]:
+    tap = f"dunt{os.getpid()}"[:15]
+    proc = subprocess.Popen(
+        ["unshare", "--net", sys.executable, "-c", _TAP_HOLDER, tap, "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # bounded: the holder prints or exits
+        if line.strip() != b"ready":
+            proc.wait(timeout=STOP_TIMEOUT_S)
+            pytest.fail(f"tap holder failed: {proc.stderr.read().decode() if proc.stderr else ''}")
+        ino = os.stat(f"/proc/{proc.pid}/ns/net").st_ino
+        yield UnnamedNetnsTap(tap, proc.pid, ino)
+    finally:
+        _stop(proc)
+        for f in (proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()

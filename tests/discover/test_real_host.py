@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from tests.discover.conftest import DpdkPair, RealSetup
+from tests.discover.conftest import DpdkPair, RealSetup, UnnamedNetnsTap
 from tests.discover.test_failures import discover_as_nobody
 from vhtune.discover import ROLE_BACKEND, ROLE_VCPU, Snapshot, VMInfo, discover
 from vhtune.discover.procfs import parse_cpulist
@@ -160,3 +160,15 @@ def test_dpdk_virtio_user_frontend_and_vhost_backend_without_qemu(real_dpdk_pair
     workers = {t for t, c in _proc_threads(real_dpdk_pair.backend_pid).items() if c == "rte-worker-1"}
     assert (be.kind, set(be.thread_tids)) == ("dpdk", workers)
     assert real_dpdk_pair.frontend_pid not in {b.pid for b in snap.backends}
+
+
+def test_tap_in_unnamed_netns_listed_through_nsenter(tap_in_unnamed_netns: UnnamedNetnsTap) -> None:
+    """No /run/netns name: the links come from `nsenter --net=/proc/PID/ns/net ip ...`."""
+    t = tap_in_unnamed_netns
+    snap = discover()
+    taps = [x for x in snap.taps if x.name == t.tap]
+    assert len(taps) == 1, f"taps: {snap.taps}; problems: {snap.problems}"
+    tap = taps[0]
+    assert (tap.netns, tap.owner_pids, tap.queues) == (f"net:[{t.netns_inode}]", (t.pid,), 2)
+    assert (tap.multi_queue, tap.vnet_hdr) == (True, True)
+    assert tap.ifindex is not None and tap.txqueuelen == 1000
