@@ -81,6 +81,9 @@ def _print_summary(s: Summary) -> None:
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="stop after S seconds")
 @click.option("--interval", default=1.0, show_default=True, type=float, help="seconds per interval")
 @click.option("--flush-every", default=5, show_default=True, type=click.IntRange(min=1), help="intervals per chunk")
+@click.option(
+    "--refresh", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="re-discovery period (s)"
+)
 @click.option("--json", "as_json", is_flag=True, help="no live view; print the summary as JSON")
 def record_cmd(
     out: Path,
@@ -90,6 +93,7 @@ def record_cmd(
     duration: float | None,
     interval: float,
     flush_every: int,
+    refresh: float,
     as_json: bool,
 ) -> None:
     """Record threads, taps, eventfd kicks/calls and KVM injections with eBPF into DIR (Ctrl-C stops)."""
@@ -99,6 +103,7 @@ def record_cmd(
         interval=interval,
         duration=duration,
         flush_every=flush_every,
+        refresh_s=refresh,
         probe_config=ProbeConfig(),
     )
     live_ok = not as_json and sys.stdout.isatty()

@@ -15,7 +15,7 @@ def coerce(schema: TableSchema, df: pd.DataFrame) -> pd.DataFrame:
     out = df.reindex(columns=schema.names)
     for col in schema.columns:
         if col.dtype.startswith("datetime64"):
-            out[col.name] = pd.to_datetime(out[col.name], utc=True)
+            out[col.name] = pd.to_datetime(out[col.name], utc=True).astype(col.dtype)  # Parquet keeps µs
         else:
             out[col.name] = out[col.name].astype(col.dtype)  # type: ignore[call-overload]
     return out

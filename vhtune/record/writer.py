@@ -155,7 +155,9 @@ class RecordingWriter:
             atomic_write(self.dir / MANIFEST_NAME, data)
         except OSError as exc:
             raise RecordingError(
-                f"writing {self.dir / MANIFEST_NAME} failed: {_why(exc)}", hint="free space or choose another -o"
+                f"writing {self.dir / MANIFEST_NAME} failed: {_why(exc)}; the previous manifest and the "
+                f"{self.flushed_desc()} already written stay readable",
+                hint="free space or choose another -o",
             ) from None
 
     def close(self, reason: str) -> None:

@@ -1,0 +1,174 @@
+"""`vhtune record` end to end on the real kernel: signals, SIGKILL integrity, errors, target churn."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vhtune.errors import RecordingError
+from vhtune.record import read_manifest, read_table
+
+pytestmark = pytest.mark.root
+
+# Runs 30 s at most: the main thread wakes every 10 ms; a line on stdin starts a thread named vhr-extra
+# that runs ~1.5 s and ends (target churn while recording).
+TARGET = """
+import ctypes, sys, threading, time
+libc = ctypes.CDLL(None)
+def extra():
+    libc.prctl(15, b"vhr-extra", 0, 0, 0)  # PR_SET_NAME: the thread's comm
+    t = time.monotonic() + 1.5
+    while time.monotonic() < t: time.sleep(0.001)
+def on_stdin():
+    if sys.stdin.readline():
+        threading.Thread(target=extra).start()
+threading.Thread(target=on_stdin, daemon=True).start()
+end = time.monotonic() + 30
+print("go", flush=True)
+while time.monotonic() < end:
+    time.sleep(0.01)
+"""
+
+
+@pytest.fixture
+def target() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([sys.executable, "-c", TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _record(out: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vhtune", "record", "-o", str(out), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_flushes(out: Path, n: int, rec: subprocess.Popen[str], timeout: float = 30) -> dict[str, object]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert rec.poll() is None, rec.stderr.read() if rec.stderr else ""
+        try:
+            m = read_manifest(out)
+            if int(m["flushes"]) >= n:
+                return m
+        except RecordingError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"recording did not reach {n} flushes")
+
+
+def test_sigkill_mid_recording_leaves_a_readable_recording(tmp_path: Path, target: subprocess.Popen[str]) -> None:
+    out = tmp_path / "rec"
+    rec = _record(out, "-p", str(target.pid), "--interval", "0.2", "--flush-every", "2")
+    try:
+        _wait_flushes(out, 4, rec)
+    finally:
+        rec.kill()
+        rec.wait(timeout=10)
+    m = read_manifest(out)
+    df = read_table(out, "threads")
+    assert m["complete"] is False and m["ended_at"] is None
+    # The first flush holds no intervals (it follows attach); each later one holds flush_every intervals.
+    assert len(df) >= (int(m["flushes"]) - 1) * 2
+    main = df[df["tid"] == target.pid]
+    assert set(df["tid"]) == {int(t) for t in os.listdir(f"/proc/{target.pid}/task")}  # -p: all its threads
+    assert len(main) >= 1
+    assert (main["wakeups"] > 0).all()  # it wakes every 10 ms: ≈ 20 per 0.2 s interval
+    assert len(read_table(out, "lost")) == len(main)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_finish_cleanly(tmp_path: Path, target: subprocess.Popen[str], sig: int) -> None:
+    out = tmp_path / "rec"
+    rec = _record(out, "-p", str(target.pid), "--interval", "0.2", "--flush-every", "3", "--json")
+    try:
+        _wait_flushes(out, 2, rec)
+        rec.send_signal(sig)
+        stdout, stderr = rec.communicate(timeout=20)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+        rec.wait(timeout=10)
+    assert rec.returncode == 0, stderr
+    summary = json.loads(stdout)
+    m = read_manifest(out)
+    assert m["complete"] is True and m["stop_reason"] == signal.Signals(sig).name
+    assert summary["stop_reason"] == signal.Signals(sig).name
+    df = read_table(out, "threads")
+    assert (
+        len(df[df["tid"] == target.pid]) == summary["intervals"]
+    )  # every interval reached the disk, none lost at the end
+    assert m["probes"]["families"]["sched"] == "attached"
+    assert m["discovery"] is not None and "hostname" in m["discovery"]
+
+
+def test_duration_json_summary_and_new_threads_are_picked_up_and_let_go(
+    tmp_path: Path, target: subprocess.Popen[str]
+) -> None:
+    out = tmp_path / "rec"
+    args = ["-p", str(target.pid), "--duration", "5", "--interval", "0.25", "--refresh", "0.3", "--json"]
+    rec = _record(out, *args)
+    try:
+        _wait_flushes(out, 1, rec)  # attached and watching
+        assert target.stdin is not None
+        target.stdin.write("start\n")
+        target.stdin.flush()
+        stdout, stderr = rec.communicate(timeout=60)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+        rec.wait(timeout=10)
+    res = subprocess.CompletedProcess(rec.args, rec.returncode, stdout, stderr)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["stop_reason"] == "duration" and summary["lost_events"] == 0
+    assert summary["start_to_attached_s"] < 3.0
+    m = read_manifest(out)
+    added = [a for ch in m["changes"] for a in ch["added"]]
+    removed = [r for ch in m["changes"] for r in ch["removed"]]
+    assert any("vhr-extra" in a for a in added), m["changes"]
+    extra_tid = next(int(a.split()[1]) for a in added if "vhr-extra" in a)
+    assert f"thread {extra_tid}" in removed
+    df = read_table(out, "threads")
+    assert extra_tid in set(df["tid"]) and target.pid in set(df["tid"])
+    assert df[df["tid"] == extra_tid]["wakeups"].sum() > 100
+    assert set(df[df["tid"] == extra_tid]["comm"]) == {"vhr-extra"}
+
+
+def test_unwritable_directory_is_one_clear_sentence(readonly_fs: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "vhtune", "record", "-o", str(readonly_fs / "rec"), "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 4
+    assert "Traceback" not in res.stderr
+    assert res.stderr.startswith("vhtune: error: cannot create the recording directory")
+    assert "read-only" in res.stderr
+
+
+def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "vhtune", "record", "-o", str(tmp_path / "r"), "--interval", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--interval 0.0 is out of range" in res.stderr
