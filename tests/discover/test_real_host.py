@@ -10,10 +10,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.discover.conftest import DpdkPair, RealSetup, UnnamedNetnsTap
 from tests.discover.test_failures import discover_as_nobody
 from vhtune.discover import ROLE_BACKEND, ROLE_VCPU, Snapshot, VMInfo, discover
 from vhtune.discover.procfs import parse_cpulist
+
+pytestmark = pytest.mark.slow  # real peers (QEMU, testpmd); CI runs them, as root
 
 
 def _vm(snap: Snapshot, pid: int) -> VMInfo:

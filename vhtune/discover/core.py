@@ -34,7 +34,7 @@ from vhtune.discover.qemu_cmdline import is_qemu_argv0, parse_qemu_cmdline
 from vhtune.discover.taps import TUN_DEVICE, TunFd, assemble_taps
 from vhtune.discover.threads import VHOST_WORKER, backend_kind, read_thread
 from vhtune.discover.vhostuser import UnixView, backend_socket, frontend_socket, paths_in_argv, vm_socket
-from vhtune.errors import VhtuneError
+from vhtune.errors import DiscoveryError, VhtuneError
 
 EVENTFD_LINK = "anon_inode:[eventfd]"
 VHOST_NET_DEVICE = "/dev/vhost-net"
@@ -96,7 +96,7 @@ class _Walk:
         try:
             pids = self.fs.pids()
         except OSError as exc:
-            raise VhtuneError(
+            raise DiscoveryError(
                 f"cannot list processes under {self.fs.proc}: {(exc.strerror or str(exc)).lower()}",
                 hint="is /proc mounted?" if self.fs.root == Path("/") else "the root must contain proc/",
             ) from exc
@@ -134,8 +134,12 @@ class _Walk:
         except OSError:
             self.self_ns = None
         names = self.fs.netns_names()
+        ns_pids: dict[int, list[int]] = {}
         for p in self.procs.values():
-            if p.netns is None or p.netns in self.namespaces:
+            if p.netns is None:
+                continue
+            ns_pids.setdefault(p.netns, []).append(p.pid)
+            if p.netns in self.namespaces:
                 continue
             name = names.get(p.netns)
             is_self = p.netns == self.self_ns
@@ -147,11 +151,19 @@ class _Walk:
                 self.namespaces[inode] = NetnsRef(inode, name, name, None, inode == self.self_ns)
         for _inode, ref in sorted(self.namespaces.items()):
             if ref.pid is not None or ref.is_self:
-                try:
-                    for e in self.fs.unix_table(ref.pid if ref.pid is not None else "self"):
-                        self.unix.entries.setdefault(e.inode, e)
-                except (OSError, ValueError) as exc:
-                    self.problem(f"unix sockets of netns {ref.label} could not be read ({_why(exc)}).")
+                # /proc/PID/net/unix lists PID's netns; the first few members stand in for each other
+                # when one exits meanwhile.
+                members: list[int | str] = ["self"] if ref.is_self else []
+                members += ns_pids.get(ref.inode, [])[:3]
+                for i, member in enumerate(members):
+                    try:
+                        for e in self.fs.unix_table(member):
+                            self.unix.entries.setdefault(e.inode, e)
+                        break
+                    except (OSError, ValueError) as exc:
+                        if i == len(members) - 1 or not isinstance(exc, FileNotFoundError | ProcessLookupError):
+                            self.problem(f"unix sockets of netns {ref.label} could not be read ({_why(exc)}).")
+                            break
             try:
                 self.unix.peers.update(self.access.unix_peers(ref))
             except (OSError, VhtuneError, ValueError) as exc:
@@ -415,7 +427,7 @@ def discover(
     recorded under ``root/vhtune-netns``, none if absent). ``guest_memory_numa``: read
     /proc/PID/numa_maps (walks the page tables of every VM; turn off for the cheapest pass). What cannot
     be seen lands in
-    ``Snapshot.problems``; only an unreadable /proc raises (VhtuneError).
+    ``Snapshot.problems``; only an unreadable /proc raises (DiscoveryError).
     """
     fs = ProcFS(root)
     if link_lister is None:
