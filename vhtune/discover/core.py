@@ -227,7 +227,7 @@ class _Walk:
             except (OSError, ValueError):
                 continue
             count = info.get("eventfd-count")
-            ident = info.get("eventfd-id")  # printed since Linux 6.5
+            ident = info.get("eventfd-id")  # absent on older kernels (6.18 here prints it)
             self.snap.eventfds.append(
                 EventfdInfo(
                     pid=pid,

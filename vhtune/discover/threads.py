@@ -19,9 +19,9 @@ _VCPU = re.compile(r"^CPU (\d+)/(KVM|TCG|HVF|WHPX|NVMM|XEN)$")
 # vhost-net workers: a kernel thread "vhost-<owner pid>" (before 6.4) or, since 6.4, a vhost_task thread of
 # the same name inside the owner (QEMU) process.
 VHOST_WORKER = re.compile(r"^vhost-(\d+)$")
-# Data-path thread names of vhost-user back-ends: DPDK lcores ("rte-worker-N" up to 23.03, "lcore-worker-N"
-# on some releases, "dpdk-worker<N>" since 23.11), OVS-DPDK PMD threads ("pmd-c03/id:8", older "pmd16"),
-# and vhtune's own back-end ("vhtune-q<n>").
+# Data-path thread names of vhost-user back-ends: DPDK lcores ("rte-worker-N" in 22.11 as seen here,
+# "lcore-worker-N" in older releases, "dpdk-worker<N>" in newer ones), OVS-DPDK PMD threads ("pmd-c03/id:8",
+# older "pmd16") and vhtune's own back-end ("vhtune-q<n>").
 _BACKEND = (
     re.compile(r"^(?:rte|lcore)-worker-(\d+)$"),
     re.compile(r"^dpdk-worker(\d+)$"),
