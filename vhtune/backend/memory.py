@@ -8,8 +8,8 @@ access must lie inside one region: the back-end never reads across a region boun
 
 from __future__ import annotations
 
-import contextlib
 import itertools
+import logging
 import mmap
 import os
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ import numpy as np
 from vhtune.backend.messages import MAX_REGIONS, MEM_REGION, MEM_TABLE_HEAD
 from vhtune.errors import GuestMemoryError, ProtocolError
 
+log = logging.getLogger("vhtune.backend")
 U64_MAX = (1 << 64) - 1
 REQ = "SET_MEM_TABLE"
 
@@ -113,9 +114,11 @@ class GuestMemory:
         regions, self.regions = self.regions, []
         for r in regions:
             r.arr = np.empty(0, dtype=np.uint8)
-            # A view still alive somewhere keeps the mapping until it is collected.
-            with contextlib.suppress(BufferError):
+            try:
                 r.mm.close()
+            except BufferError:
+                # A view still alive somewhere keeps the mapping (and mmap's dup of the fd) until collected.
+                log.warning("guest memory region %#x still referenced at unmap", r.desc.gpa)
 
     def _find(self, addr: int, length: int, key: str, what: str) -> tuple[Region, int]:
         if length < 0:
