@@ -1,0 +1,213 @@
+"""Detectors on back-end threads (vhost-net workers, vhost-user data-path threads): saturation, CPU contention,
+wake-up latency. Inputs: the threads and runq_hist tables (sched tracepoints), competitors, discovery's CPU
+affinity. Poll-mode back-ends (DPDK lcores, OVS PMD threads) are on-CPU 100 % by design: saturation is not
+judged from their on-CPU time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from vhtune.analysis.topology import BACKEND_ROLES, Path
+from vhtune.detect import recommend as R
+from vhtune.detect.evaluate import confidence, context, crossing, score, severity
+from vhtune.detect.finding import Evidence, Finding
+
+if TYPE_CHECKING:
+    from vhtune.analysis.recording import Recording
+    from vhtune.detect.table import Detector
+
+POLL_MODE = ("dpdk", "ovs")
+
+
+def _backend_threads(rec: Recording) -> list[tuple[int, pd.DataFrame, Path | None]]:
+    tm = rec.thread_metrics
+    be = tm[tm["role"].isin(BACKEND_ROLES)]
+    out = []
+    for tid, g in be.groupby("tid", sort=True):
+        path = rec.topology.by_name(str(g["path"].iloc[-1]))
+        out.append((int(str(tid)), g, path))
+    return out
+
+
+def _subject(g: pd.DataFrame, tid: int) -> str:
+    return f"thread {g['comm'].iloc[-1]} (tid {tid})"
+
+
+def _finding(rec: Recording, det: Detector, tid: int, g: pd.DataFrame, ev: Evidence, quality: float = 1.0) -> Finding:
+    sev = severity(ev)
+    conf = confidence(rec, ev, quality)
+    return Finding(
+        id=det.id,
+        title=det.title,
+        subject=_subject(g, tid),
+        subject_kind="thread",
+        path=str(g["path"].iloc[-1]),
+        severity=sev,
+        confidence=conf,
+        explanation=det.explanation,
+        evidence=[ev],
+        span=(ev.first, ev.last),
+        score=score(sev, conf, ev),
+        details={"tid": tid, "pid": int(g["pid"].iloc[-1]), "comm": str(g["comm"].iloc[-1])},
+    )
+
+
+def _cpus_of(rec: Recording, tid: int) -> list[int]:
+    aff = rec.topology.threads.get(tid, {}).get("affinity") or []
+    return sorted(int(c) for c in aff)
+
+
+def _all_cpus(rec: Recording) -> list[int]:
+    if rec.topology.cpu_node:
+        return sorted(rec.topology.cpu_node)
+    seen = set(rec.competitors["cpu"].astype(int)) if len(rec.competitors) else set()
+    for t in rec.topology.threads.values():
+        seen.update(int(c) for c in t.get("affinity") or [])
+    return sorted(seen)
+
+
+def _free_cpus(rec: Recording, tid: int, avoid: set[int]) -> list[int]:
+    """CPUs to move ``tid`` to: not its own, not where its competitors ran, preferably not pinned vCPUs'."""
+    everything = _all_cpus(rec)
+    own = set(_cpus_of(rec, tid)) or set()
+    n = len(everything)
+    pinned: set[int] = set()
+    for t, info in rec.topology.threads.items():
+        aff = info.get("affinity") or []
+        if t != tid and info.get("role") in ("vcpu", *BACKEND_ROLES) and 0 < len(aff) < n:
+            pinned.update(int(c) for c in aff)
+    for cands in (
+        [c for c in everything if c not in own | avoid | pinned],
+        [c for c in everything if c not in own | avoid],
+        [c for c in everything if c not in own],
+    ):
+        if cands:
+            return cands[:1]
+    return []
+
+
+def saturated(rec: Recording, det: Detector) -> list[Finding]:
+    out = []
+    th = det.threshold("oncpu_pct")
+    for tid, g, path in _backend_threads(rec):
+        if path is not None and path.backend_kind in POLL_MODE:
+            continue
+        ev = crossing(g["oncpu_pct"], th, len(g))
+        if ev is None:
+            continue
+        f = _finding(rec, det, tid, g, ev)
+        comm = str(g["comm"].iloc[-1])
+        recs = []
+        if path is not None and path.frontend_pids:
+            recs.append(
+                R.qemu_option(
+                    path,
+                    "queues",
+                    None,
+                    2,
+                    "two queue pairs split the traffic over two back-end threads (guest: ethtool -L eth0 combined 2)",
+                    "more vCPU interrupts and threads; the back-end must serve the extra queue pair",
+                )
+            )
+            recs.append(
+                R.guest_command(
+                    f"guest of {path.name}",
+                    "ethtool -L eth0 combined 2   # inside the guest, after the VM has 2 queue pairs",
+                    "the guest spreads flows over both queues (RSS/XPS)",
+                    "none beyond the queue change itself",
+                    "ethtool -L eth0 combined 1",
+                )
+            )
+        free = _free_cpus(rec, tid, set())
+        if free:
+            recs.append(R.affinity(tid, comm, _cpus_of(rec, tid), free, "other tasks on a shared CPU"))
+        f.recommendations = R.ranked(recs)
+        out.append(f)
+    return out
+
+
+def _competitors(rec: Recording, tid: int) -> pd.DataFrame:
+    c = rec.competitors
+    if not len(c):
+        return c
+    cpus = _cpus_of(rec, tid)
+    if cpus and len(cpus) < len(_all_cpus(rec)):
+        c = c[c["cpu"].isin(cpus)]
+    c = c[c["tid"] != tid]
+    g = pd.DataFrame(c.groupby(["pid", "tid", "comm", "cpu"], as_index=False)["ns"].sum())
+    return g.sort_values("ns", ascending=False)
+
+
+def _who(rec: Recording, pid: int, tid: int, comm: str) -> str:
+    for p in rec.topology.paths:
+        if tid in p.vcpu_tids:
+            return f"vCPU {comm} of {p.name}"
+        if pid in p.frontend_pids:
+            return f"front-end thread {comm} of {p.name}"
+        if tid in p.backend_tids:
+            return f"back-end thread {comm} of {p.name}"
+    return f"{comm} (pid {pid})"
+
+
+def contention(rec: Recording, det: Detector) -> list[Finding]:
+    out = []
+    th = det.threshold("runq_pct")
+    for tid, g, _path in _backend_threads(rec):
+        ev = crossing(g["runq_pct"], th, len(g))
+        if ev is None:
+            continue
+        f = _finding(rec, det, tid, g, ev)
+        comm = str(g["comm"].iloc[-1])
+        comp = _competitors(rec, tid)
+        why = "other tasks"
+        avoid: set[int] = set()
+        if len(comp):
+            top = comp.iloc[0]
+            why = _who(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
+            span_ns = max(1.0, float(g["interval_s"].sum()) * 1e9)
+            f.evidence.append(
+                context(
+                    "competitor on its CPU", 100.0 * float(top["ns"]) / span_ns, "%", f"{why} on CPU {int(top['cpu'])}"
+                )
+            )
+            f.details["competitor"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()}
+            avoid = {int(x) for x in comp["cpu"]}
+        f.evidence.append(context("run-queue wait p99", float(g["runq_p99_us"].median()), "µs"))
+        recs = []
+        free = _free_cpus(rec, tid, avoid)
+        if free:
+            recs.append(R.affinity(tid, comm, _cpus_of(rec, tid), free, why))
+        recs.append(R.sched_fifo(tid, comm, f"it no longer queues behind {why}"))
+        f.recommendations = R.ranked(recs)
+        out.append(f)
+    return out
+
+
+def wakeup_latency(rec: Recording, det: Detector) -> list[Finding]:
+    out = []
+    th = det.threshold("runq_p99_us")
+    cont = det.threshold("runq_pct_max")
+    for tid, g, path in _backend_threads(rec):
+        quiet = g[g["runq_pct"] < cont.value]  # intervals where contention does not explain the wait
+        ev = crossing(quiet["runq_p99_us"], th, len(g))
+        if ev is None:
+            continue
+        f = _finding(rec, det, tid, g, ev)
+        comm = str(g["comm"].iloc[-1])
+        recs = [R.sched_fifo(tid, comm, "its wake-up → run latency drops to the scheduler's preemption cost")]
+        if path is not None:
+            recs.append(
+                R.backend_tunable(
+                    path,
+                    "busy_poll_us",
+                    None,
+                    50,
+                    "the back-end polls 50 µs before sleeping, so a kick in that window needs no wake-up",
+                    "burns up to 50 µs of CPU per idle period",
+                )
+            )
+        f.recommendations = R.ranked(recs)
+        out.append(f)
+    return out

@@ -1,0 +1,215 @@
+"""Detectors on a data path's notifications and batching: kick storms (guest → host), interrupt storms
+(host → guest), small batches, vCPU halt/wake cycles. Inputs: path_metrics (queues table for kick/call
+eventfd writes and reads, irqs and injections, taps or back-end counters for packets, vcpu_wakeups)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from vhtune.analysis.topology import Path
+from vhtune.detect import recommend as R
+from vhtune.detect.evaluate import confidence, context, crossing, score, severity
+from vhtune.detect.finding import Evidence, Finding
+
+if TYPE_CHECKING:
+    from vhtune.analysis.recording import Recording
+    from vhtune.detect.table import Detector
+
+
+def _paths(rec: Recording) -> list[tuple[Path, pd.DataFrame]]:
+    pm = rec.path_metrics
+    out = []
+    for name, g in pm.groupby(level="path", sort=True):
+        path = rec.topology.by_name(str(name))
+        if path is not None:
+            out.append((path, g.droplevel("path")))
+    return out
+
+
+def _finding(rec: Recording, det: Detector, path: Path, ev: Evidence, quality: float = 1.0) -> Finding:
+    sev = severity(ev)
+    conf = confidence(rec, ev, quality)
+    return Finding(
+        id=det.id,
+        title=det.title,
+        subject=path.name,
+        subject_kind="path",
+        path=path.name,
+        severity=sev,
+        confidence=conf,
+        explanation=det.explanation,
+        evidence=[ev],
+        span=(ev.first, ev.last),
+        score=score(sev, conf, ev),
+        details={"backend_pid": path.backend_pid, "backend_kind": path.backend_kind, "taps": path.taps},
+    )
+
+
+def _busy(g: pd.DataFrame, det: Detector) -> pd.DataFrame:
+    """Intervals with enough traffic for per-packet ratios to mean something."""
+    return g[g["pps"] >= det.threshold("pps").value]
+
+
+def kick_storm(rec: Recording, det: Detector) -> list[Finding]:
+    out = []
+    for path, g in _paths(rec):
+        ev = crossing(_busy(g, det)["kicks_per_pkt"], det.threshold("kicks_per_pkt"), len(g))
+        if ev is None:
+            continue
+        f = _finding(rec, det, path, ev)
+        f.evidence.append(context("kicks", float(g["kicks"].sum() / g["interval_s"].sum()), "/s"))
+        f.evidence.append(context("packets", float(g["pps"].mean()), "pps"))
+        f.recommendations = R.ranked(
+            [
+                R.backend_tunable(
+                    path,
+                    "event_idx",
+                    False,
+                    True,
+                    "with VIRTIO_RING_F_EVENT_IDX the guest kicks only when the back-end asked to be woken: "
+                    "≪ 1 kick per packet under load",
+                    "none known; it is the virtio default (the guest must renegotiate: restart the device)",
+                ),
+                R.backend_tunable(
+                    path,
+                    "suppression",
+                    False,
+                    True,
+                    "the back-end sets VRING_USED_F_NO_NOTIFY while it is processing, so the guest does not kick",
+                    "none known",
+                ),
+                R.backend_tunable(
+                    path,
+                    "busy_poll_us",
+                    None,
+                    50,
+                    "a polling back-end keeps notifications disabled longer",
+                    "burns CPU while polling",
+                ),
+            ]
+        )
+        out.append(f)
+    return out
+
+
+def interrupt_storm(rec: Recording, det: Detector) -> list[Finding]:
+    out = []
+    for path, g in _paths(rec):
+        per_pkt = g[["calls_per_pkt", "irqs_per_pkt"]].max(axis=1, skipna=True)
+        ev = crossing(per_pkt[_busy(g, det).index], det.threshold("calls_per_pkt"), len(g))
+        if ev is None:
+            continue
+        f = _finding(rec, det, path, ev)
+        f.evidence.append(
+            context("calls", float(g["calls"].sum() / g["interval_s"].sum()), "/s", "irqfd writes by the back-end")
+        )
+        f.evidence.append(
+            context("KVM injections", float(g[["irqs", "injections"]].max(axis=1).sum() / g["interval_s"].sum()), "/s")
+        )
+        f.recommendations = R.ranked(
+            [
+                R.backend_tunable(
+                    path,
+                    "call_coalesce",
+                    1,
+                    8,
+                    "the back-end signals the guest once per 8 bursts (always before it sleeps)",
+                    "up to 8 bursts of extra RX latency",
+                ),
+                R.backend_tunable(
+                    path,
+                    "event_idx",
+                    False,
+                    True,
+                    "with EVENT_IDX the back-end interrupts only when the guest's used_event says it wants one",
+                    "none known (the guest renegotiates)",
+                ),
+                R.guest_command(
+                    f"guest of {path.name}",
+                    "ethtool -C eth0 rx-usecs 64 tx-usecs 64   # inside the guest (virtio-net coalescing, Linux ≥ 6.2)",
+                    "the guest's NAPI keeps interrupts off longer and takes bigger batches",
+                    "adds up to 64 µs latency per packet at low rates",
+                    "ethtool -C eth0 rx-usecs 0 tx-usecs 0",
+                ),
+            ]
+        )
+        out.append(f)
+    return out
+
+
+def small_batches(rec: Recording, det: Detector) -> list[Finding]:
+    out = []
+    for path, g in _paths(rec):
+        counted = bool(g["bursts"].sum() > 0)
+        if not counted:
+            # No back-end counters: a back-end signals at most once per batch, so packets per
+            # max(wake-ups, calls) bounds the batch size from above.
+            denom = g[["backend_wakeups", "calls"]].max(axis=1)
+            burst = g["packets"] / denom.where(denom > 0)
+        else:
+            burst = g["burst"]
+        ev = crossing(burst[_busy(g, det).index], det.threshold("burst"), len(g))
+        if ev is None:
+            continue
+        ev.note = "packets per back-end burst (back-end counters)" if counted else "packets per wake-up or call"
+        f = _finding(rec, det, path, ev, 1.0 if counted else 0.8)
+        f.evidence.append(context("packets", float(g["pps"].mean()), "pps"))
+        f.recommendations = R.ranked(
+            [
+                R.backend_tunable(
+                    path,
+                    "burst",
+                    None,
+                    32,
+                    "up to 32 descriptors per pass: one wake-up, one call and one tap syscall batch serve many packets",
+                    "a longer pass delays the other queue pairs the thread serves by a few µs",
+                ),
+                R.backend_tunable(
+                    path,
+                    "busy_poll_us",
+                    None,
+                    50,
+                    "packets that arrive during the poll window join the next batch instead of a new wake-up",
+                    "burns CPU while polling",
+                ),
+                R.qemu_option(
+                    path,
+                    "rx_queue_size",
+                    256,
+                    1024,
+                    "a deeper ring lets the guest post more buffers so the back-end can take larger batches",
+                    "more guest memory pinned for buffers",
+                ),
+            ]
+        )
+        out.append(f)
+    return out
+
+
+def halt_polling(rec: Recording, det: Detector) -> list[Finding]:
+    out = []
+    for path, g in _paths(rec):
+        rate = g["vcpu_wakeups"] / g["interval_s"]
+        waited = g["vcpu_waited"] / g["vcpu_wakeups"].where(g["vcpu_wakeups"] > 0)
+        ev = crossing(waited[rate >= det.threshold("vcpu_wakeups_per_s").value], det.threshold("waited_share"), len(g))
+        if ev is None:
+            continue
+        f = _finding(rec, det, path, ev)
+        f.evidence.append(context("vCPU wake-ups", float(rate.mean()), "/s", "kvm_vcpu_wakeup"))
+        f.recommendations = R.ranked(
+            [
+                R.halt_poll(None, 200_000),
+                R.backend_tunable(
+                    path,
+                    "call_coalesce",
+                    1,
+                    4,
+                    "fewer interrupts → fewer halts ended by an interrupt",
+                    "adds RX latency",
+                ),
+            ]
+        )
+        out.append(f)
+    return out

@@ -1,0 +1,71 @@
+"""cross-numa: a back-end thread runs on a NUMA node other than the one holding its VM's memory or vCPUs.
+Inputs: discovery only (CPU → node, thread affinity / last CPU, the VM's memory nodes from numa_maps). On a
+single-node host it can never fire."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vhtune.detect import recommend as R
+from vhtune.detect.evaluate import confidence, context, score
+from vhtune.detect.finding import Evidence, Finding
+
+if TYPE_CHECKING:
+    from vhtune.analysis.recording import Recording
+    from vhtune.detect.table import Detector
+
+
+def _node(rec: Recording, tid: int) -> int | None:
+    info = rec.topology.threads.get(tid, {})
+    aff = [int(c) for c in info.get("affinity") or []]
+    nodes = {rec.topology.cpu_node.get(c) for c in aff}
+    if len(nodes) == 1 and None not in nodes:
+        return nodes.pop()
+    node = info.get("numa_node")
+    return int(node) if node is not None else None
+
+
+def cross_numa(rec: Recording, det: Detector) -> list[Finding]:
+    if len(set(rec.topology.cpu_node.values())) < 2:
+        return []
+    out = []
+    th = det.threshold("remote_nodes")
+    for path in rec.topology.paths:
+        home = set(path.memory_nodes) or {n for t in path.vcpu_tids if (n := _node(rec, t)) is not None}
+        if not home:
+            continue
+        for tid in path.backend_tids:
+            node = _node(rec, tid)
+            if node is None or node in home:
+                continue
+            comm = str(rec.topology.threads.get(tid, {}).get("comm", tid))
+            ev = Evidence(
+                th.metric,
+                1.0,
+                th.value,
+                th.op,
+                th.unit,
+                th.source,
+                1.0,
+                rec.intervals,
+                note=f"back-end on node {node}, guest memory/vCPUs on node(s) {sorted(home)}",
+            )
+            conf = confidence(rec, ev, 0.9)
+            f = Finding(
+                id=det.id,
+                title=det.title,
+                subject=f"thread {comm} (tid {tid})",
+                subject_kind="thread",
+                path=path.name,
+                severity="warning",
+                confidence=conf,
+                explanation=det.explanation,
+                evidence=[ev, context("back-end node", float(node), "")],
+                score=score("warning", conf, ev),
+                details={"tid": tid, "node": node, "home": sorted(home)},
+            )
+            target = min(home)
+            cpus = sorted(c for c, n in rec.topology.cpu_node.items() if n == target)
+            f.recommendations = R.ranked([R.numa_bind(tid, comm, target, cpus)])
+            out.append(f)
+    return out
