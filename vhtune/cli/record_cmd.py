@@ -78,6 +78,7 @@ def _print_summary(s: Summary) -> None:
 @click.option("-p", "--pid", "pids", multiple=True, type=click.IntRange(min=1), help="watch this process (repeat)")
 @click.option("--all", "all_", is_flag=True, help="every thread of discovered VMs and back-ends")
 @click.option("--tap", "taps", multiple=True, help="also watch this tap by name (repeat)")
+@click.option("--control", "controls", multiple=True, help="a vhtune back-end's control socket (repeat)")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="stop after S seconds")
 @click.option("--interval", default=1.0, show_default=True, type=float, help="seconds per interval")
 @click.option("--flush-every", default=5, show_default=True, type=click.IntRange(min=1), help="intervals per chunk")
@@ -90,6 +91,7 @@ def record_cmd(
     pids: tuple[int, ...],
     all_: bool,
     taps: tuple[str, ...],
+    controls: tuple[str, ...],
     duration: float | None,
     interval: float,
     flush_every: int,
@@ -99,7 +101,7 @@ def record_cmd(
     """Record threads, taps, eventfd kicks/calls and KVM injections with eBPF into DIR (Ctrl-C stops)."""
     opts = RecordOptions(
         out=out,
-        selection=Selection(pids=pids, all=all_, taps=taps),
+        selection=Selection(pids=pids, all=all_, taps=taps, controls=controls),
         interval=interval,
         duration=duration,
         flush_every=flush_every,

@@ -14,8 +14,8 @@ def coerce(schema: TableSchema, df: pd.DataFrame) -> pd.DataFrame:
     """``df`` reduced to exactly the schema's columns, in order, with its dtypes."""
     out = df.reindex(columns=schema.names)
     for col in schema.columns:
-        if col.dtype.startswith("datetime64"):
-            out[col.name] = pd.to_datetime(out[col.name], utc=True).astype(col.dtype)  # Parquet keeps µs
+        if col.dtype.startswith("datetime64"):  # Parquet may hand back µs: back to the schema's ns
+            out[col.name] = pd.to_datetime(out[col.name], utc=True).astype(col.dtype)  # type: ignore[call-overload]
         else:
             out[col.name] = out[col.name].astype(col.dtype)  # type: ignore[call-overload]
     return out

@@ -161,6 +161,7 @@ class Recorder:
                     "pids": list(self.opts.selection.pids),
                     "all": self.opts.selection.all,
                     "taps": list(self.opts.selection.taps),
+                    "controls": list(self.opts.selection.controls),
                 },
                 "environment": _headers_note(),
                 "discovery": to_jsonable(snap) if snap else None,
@@ -248,7 +249,7 @@ class Recorder:
             if now >= next_refresh:
                 next_refresh = now + opts.refresh_s
                 snap = self._snapshot()
-                if snap is not None or opts.selection.pids:
+                if snap is not None or opts.selection.pids or opts.selection.controls:
                     self._note(writer, maps.apply(build(snap, opts.selection)))
 
     def _accumulate(self, rows: Rows) -> None:

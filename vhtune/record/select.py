@@ -4,7 +4,10 @@
   every discovered tap, the eventfds of VMs and back-ends);
 - ``--all``: every thread of every discovered VM and back-end (main loops and iothreads too);
 - ``-p PID``: every thread and eventfd of those processes (read from /proc even when discovery does not
-  know them) and the taps they hold; ``--tap NAME`` adds taps by name.
+  know them) and the taps they hold; ``--tap NAME`` adds taps by name; ``--control PATH`` adds a vhtune
+  back-end's worker threads and kick/call fds per queue (discovered vhtune back-ends' ``.ctl`` sockets are
+  used without asking when no ``-p`` is given), and fds of other processes on the same eventfds get the
+  same role and queue.
 Extra targets with known roles (a back-end's kick/call fds per queue) come in through ``extra``.
 """
 
@@ -18,6 +21,7 @@ from pathlib import Path
 from vhtune.discover.model import ROLE_BACKEND, ROLE_OTHER, ROLE_VCPU, ROLE_VHOST_WORKER, Snapshot
 from vhtune.errors import DiscoveryError
 from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TapTarget, TargetSet, ThreadTarget
+from vhtune.record.backend_ctl import control_targets, discovered_controls, propagate_roles
 
 DATA_PATH_ROLES = (ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND)
 
@@ -27,6 +31,7 @@ class Selection:
     pids: tuple[int, ...] = ()
     all: bool = False
     taps: tuple[str, ...] = ()
+    controls: tuple[str, ...] = ()  # vhtune back-end control sockets (kick/call fds per queue, worker tids)
     extra: Callable[[], TargetSet] | None = None  # called at every refresh
     proc: Path = field(default=Path("/proc"))
 
@@ -98,9 +103,14 @@ def build(snap: Snapshot | None, sel: Selection) -> TargetSet:
     for name in sel.taps:
         known = next((t for t in snap.taps if t.name == name), None) if snap else None
         ts.add_tap(TapTarget(name, known.ifindex if known else None, known.netns if known else "?"))
+    controls = list(sel.controls) + ([] if sel.pids else discovered_controls(snap))
+    extras = [control_targets(c) for c in controls]
     if sel.extra is not None:
-        more = sel.extra()
-        ts.threads.update(more.threads)
+        extras.append(sel.extra())
+    for more in extras:
+        for tid, tt in more.threads.items():
+            ts.threads.setdefault(tid, tt)
         ts.taps.update(more.taps)
-        ts.fds.update(more.fds)  # roles known to the caller win over "eventfd"
+        ts.fds.update(more.fds)  # roles known to the back-end win over "eventfd"
+    propagate_roles(ts)
     return ts
