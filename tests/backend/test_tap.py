@@ -1,0 +1,101 @@
+"""The tap port against the real kernel: a multiqueue tap created inside a test-owned netns."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.backend.conftest import start_backend
+from vhtune.backend import net
+from vhtune.backend.ports import Tap, parse_port
+from vhtune.errors import UsageError
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=check)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"vhb{os.getpid()}"
+    ip("netns", "add", name)
+    try:
+        yield name
+    finally:
+        ip("netns", "del", name, check=False)
+
+
+def link_stats(ns: str, dev: str) -> dict[str, int]:
+    out = json.loads(ip("-n", ns, "-s", "-j", "link", "show", "dev", dev).stdout)
+    return dict(out[0]["stats64"]["rx"]) | {f"tx_{k}": v for k, v in out[0]["stats64"]["tx"].items()}
+
+
+def test_parse_port() -> None:
+    assert parse_port("tap:t0@ns1").netns == "ns1"
+    assert parse_port("gen:128").size == 128
+    for bad in ("tap:", "tap:" + "x" * 16, "gen:10", "gen:x", "foo"):
+        with pytest.raises(UsageError):
+            parse_port(bad)
+    with pytest.raises(UsageError, match="does not exist"):
+        Tap("vhbnone0", "vhb-no-such-ns", 1)
+
+
+def test_tap_in_netns_both_directions(short_tmp: Path, netns: str) -> None:
+    tap = f"vhbt{os.getpid()}"[:15]
+    r = start_backend(short_tmp, f"tap:{tap}@{netns}", queue_pairs=2)
+    try:
+        # The tap exists only inside the netns, with one queue per queue pair.
+        assert ip("link", "show", "dev", tap, check=False).returncode != 0
+        queues = ip("netns", "exec", netns, "ls", f"/sys/class/net/{tap}/queues").stdout.split()
+        assert sorted(queues) == ["rx-0", "rx-1", "tx-0", "tx-1"]
+        fe = r.connect()
+        try:
+            fe.handshake()
+            for q in range(4):
+                fe.setup_queue(q)
+            fe.post_rx(0, 64)
+            fe.post_rx(2, 64)
+            before = link_stats(netns, tap)
+            fe.tx(1, [net.make_frame(100, k) for k in range(20)])
+            fe.tx(3, [net.make_frame(100, k) for k in range(10)])
+            assert len(fe.wait_used(1, 20)) == 20 and len(fe.wait_used(3, 10)) == 10
+            deadline = time.monotonic() + 5
+            while link_stats(netns, tap)["packets"] - before["packets"] < 30 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert link_stats(netns, tap)["packets"] - before["packets"] == 30
+            # Kernel → guest: ARP requests for a neighbour leave through the tap into the RX rings.
+            ip("-n", netns, "addr", "add", "10.199.0.1/24", "dev", tap)
+            # One UDP datagram to a neighbour inside the netns: the kernel first ARPs for it.
+            send = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('10.199.0.2', 9))"
+            subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", send], timeout=10, check=True)
+            frames = []
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not any(f[12:14] == b"\x08\x06" for f in frames):
+                for q in (0, 2):
+                    frames += [_frame(fe, q, head, ln) for head, ln in fe.used(q)]
+                time.sleep(0.02)
+            # IPv6 autoconf frames may come first; an ARP request for 10.199.0.2 must arrive.
+            assert any(f[12:14] == b"\x08\x06" and f[38:42] == bytes([10, 199, 0, 2]) for f in frames), frames
+            st = r.control.stats()["queues"]
+            assert st[1]["packets"] == 20 and st[3]["packets"] == 10
+        finally:
+            fe.close()
+    finally:
+        r.stop()
+    # The daemon created the tap; closing its queue fds removed it.
+    assert tap not in ip("-n", netns, "link", "show").stdout
+
+
+def _frame(fe, q: int, head: int, ln: int) -> bytes:  # type: ignore[no-untyped-def]
+    """The frame (after the 12-byte header) the back-end wrote into RX buffer ``head`` of queue q."""
+    d, _, _ = fe.ring_addrs(q, fe.num[q])
+    addr, _dlen, _fl, _nx = struct.unpack_from("<QIHH", fe.mm, d + 16 * head)
+    return bytes(fe.read(addr, ln))[12:]
