@@ -39,6 +39,11 @@ class Evidence:
     last: str | None = None
     note: str = ""
 
+    def short(self) -> str:
+        v = "n/a" if self.value is None else _fmt(self.value)
+        unit = self.unit and " " + self.unit
+        return f"{self.metric} {v}{unit} {self.op} {_fmt(self.threshold)} ({100 * self.share:.0f} %)"
+
     def sentence(self) -> str:
         v = "n/a" if self.value is None else _fmt(self.value)
         return (

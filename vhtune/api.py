@@ -1,0 +1,55 @@
+"""The public surface of vhtune's analysis (notebooks, the CLI, ``vhtune tune auto`` and ``make demo`` use it).
+
+>>> rec = load("/var/tmp/rec1")            # RecordingError (one sentence + hint) if it is not a recording
+>>> findings = analyze(rec)                # ranked list[Finding]; [] on a healthy data path
+>>> findings[0].id, findings[0].recommendations[0].command
+>>> write_report(rec, findings, "report.html", "html")   # or "md", "json"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vhtune.analysis.recording import Recording
+from vhtune.analysis.recording import load as _load
+from vhtune.detect import analyze as _analyze
+from vhtune.detect.finding import Evidence, Finding, Recommendation
+from vhtune.detect.table import DETECTORS, Detector
+from vhtune.report import FORMATS
+from vhtune.report import render as _render
+from vhtune.report import write_report as _write_report
+
+__all__ = [
+    "DETECTORS",
+    "FORMATS",
+    "Detector",
+    "Evidence",
+    "Finding",
+    "Recommendation",
+    "Recording",
+    "analyze",
+    "load",
+    "render_report",
+    "write_report",
+]
+
+
+def load(directory: Path | str) -> Recording:
+    """A recording directory → Recording (frames per table, topology, derived metrics on access)."""
+    return _load(directory)
+
+
+def analyze(rec: Recording | Path | str, only: tuple[str, ...] = ()) -> list[Finding]:
+    """Run every detector (or those in ``only``) → findings ranked most important first."""
+    if not isinstance(rec, Recording):
+        rec = _load(rec)
+    return _analyze(rec, only)
+
+
+def render_report(rec: Recording, findings: list[Finding], fmt: str = "html") -> str:
+    return _render(rec, findings, fmt)
+
+
+def write_report(rec: Recording, findings: list[Finding], path: Path | str, fmt: str = "html") -> Path:
+    """Write the report (``html`` self-contained with plots, ``md`` or ``json``) to ``path``."""
+    return _write_report(rec, findings, path, fmt)
