@@ -38,15 +38,22 @@ class RealSetup:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a process this fixture started (by its own pid only)."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_S)
+    """End a process this fixture started (by its own pid only): "quit" on an interactive testpmd's stdin,
+    then SIGTERM, then SIGKILL."""
+    if proc.poll() is None and proc.stdin is not None:
+        try:
+            proc.stdin.write(b"quit\n")
+            proc.stdin.close()
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _wait_for(what: str, cond: Callable[[], bool], procs: dict[str, subprocess.Popen[bytes]], logs: list[Path]) -> None:
@@ -269,3 +276,57 @@ def tap_in_unnamed_netns(require_root: None) -> Iterator[UnnamedNetnsTap]:
         for f in (proc.stdout, proc.stderr):
             if f is not None:
                 f.close()
+
+
+@dataclass
+class VhtunePair:
+    socket: str
+    backend_pid: int
+    frontend_pid: int
+
+
+def _has_thread(pid: int, prefix: str) -> bool:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().startswith(prefix):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.fixture(scope="module")
+def real_vhtune_backend(require_root: None) -> Iterator[VhtunePair]:
+    """vhtune's own back-end (`vhtune backend --port sink`) serving testpmd's virtio-user front-end."""
+    tag = f"discv{os.getpid()}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp"))
+    sock = str(workdir / "vhtune.sock")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    files: list[IO[bytes]] = []
+    try:
+        b_log, f_log = workdir / "backend.log", workdir / "frontend.log"
+        files.append(open(b_log, "wb"))  # noqa: SIM115 (closed in finally)
+        procs["vhtune backend"] = subprocess.Popen(
+            [sys.executable, "-m", "vhtune", "backend", "--socket", sock, "--port", "sink"],
+            stdin=subprocess.DEVNULL,
+            stdout=files[-1],
+            stderr=subprocess.STDOUT,
+        )
+        _wait_for("the vhtune back-end socket", lambda: os.path.exists(sock), procs, [b_log])
+        files.append(open(f_log, "wb"))  # noqa: SIM115 (closed in finally)
+        procs["testpmd front-end"] = _testpmd(tag, f"net_virtio_user0,path={sock}", files[-1])
+        be_pid = procs["vhtune backend"].pid
+        _wait_for("a vhtune-q<n> ring thread", lambda: _has_thread(be_pid, "vhtune-q"), procs, [b_log, f_log])
+        yield VhtunePair(sock, be_pid, procs["testpmd front-end"].pid)
+    finally:
+        for p in reversed(list(procs.values())):
+            _stop(p)
+        for f in files:
+            f.close()
+        shutil.rmtree(DPDK_RUN_DIR / tag, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)

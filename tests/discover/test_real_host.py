@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.discover.conftest import DpdkPair, RealSetup, UnnamedNetnsTap
+from tests.discover.conftest import DpdkPair, RealSetup, UnnamedNetnsTap, VhtunePair
 from tests.discover.test_failures import discover_as_nobody
 from vhtune.discover import ROLE_BACKEND, ROLE_VCPU, Snapshot, VMInfo, discover
 from vhtune.discover.procfs import parse_cpulist
@@ -176,3 +176,21 @@ def test_tap_in_unnamed_netns_listed_through_nsenter(tap_in_unnamed_netns: Unnam
     assert (tap.netns, tap.owner_pids, tap.queues) == (f"net:[{t.netns_inode}]", (t.pid,), 2)
     assert (tap.multi_queue, tap.vnet_hdr) == (True, True)
     assert tap.ifindex is not None and tap.txqueuelen == 1000
+
+
+def test_vhtune_backend_and_its_ring_threads(real_vhtune_backend: VhtunePair) -> None:
+    pair = real_vhtune_backend
+    snap = discover()
+    socks = [s for s in snap.sockets if s.path == pair.socket]
+    assert len(socks) == 1, f"sockets: {snap.sockets}; problems: {snap.problems}"
+    s = socks[0]
+    assert (s.backend_pid, s.frontend_pid, s.listener_pid, s.connected) == (
+        pair.backend_pid,
+        pair.frontend_pid,
+        pair.backend_pid,
+        True,
+    )
+    be = next(b for b in snap.backends if b.pid == pair.backend_pid)
+    rings = {t for t, c in _proc_threads(pair.backend_pid).items() if c.startswith("vhtune-q")}
+    assert (be.kind, set(be.thread_tids)) == ("vhtune", rings)
+    assert all(t.queue is not None for t in snap.threads if t.tid in rings)
