@@ -1,0 +1,81 @@
+"""The recorder against a real data path: DPDK virtio-user (txonly) → vhtune back-end → tap in a lab netns.
+
+Cross-checks against the back-end's own counters (control socket): packets it wrote to the tap vs the
+probes' tap rx packets, kicks it drained vs the front-end's kick-eventfd writes, calls it made vs its
+call-eventfd writes. Every process, socket and netns is the lab's, torn down by its context managers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vhtune.lab import dpdk
+from vhtune.lab.backends import BackendOptions, VhtuneBackend
+from vhtune.lab.names import lab_name
+from vhtune.lab.netns import Netns
+from vhtune.record import Recorder, RecordOptions, Selection, Summary, read_manifest, read_table
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def test_pps_kicks_and_calls_match_the_backend_counters(tmp_path: Path, require_root: None) -> None:
+    out = tmp_path / "rec"
+    tap = lab_name("tp")
+    result: dict[str, Summary | BaseException] = {}
+    with Netns() as ns:
+        # suppression off: the back-end calls after every burst even though testpmd polls (so calls > 0).
+        opts = BackendOptions(port="tap", tap=tap, netns=ns, cpu=1, suppression=False)
+        with VhtuneBackend(opts) as be, dpdk.frontend(be.socket, mode="txonly", fwd_cpu=0) as fe:
+            sel = Selection(pids=(fe.pid,), controls=(str(be.control),), taps=(tap,))
+            rec = Recorder(RecordOptions(out, sel, interval=0.5, duration=5.0, refresh_s=1.0))
+
+            def run() -> None:
+                try:
+                    result["summary"] = rec.run()
+                except BaseException as exc:  # surfaced by the assertion below
+                    result["error"] = exc
+
+            th = threading.Thread(target=run)
+            th.start()
+            try:
+                deadline = time.monotonic() + 20
+                while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
+                    assert time.monotonic() < deadline and th.is_alive(), result
+                    time.sleep(0.05)
+                s0 = be.stats()
+                fe.start()
+                time.sleep(2.0)
+                fe.stop()
+                time.sleep(0.5)  # the back-end drains what is left on the ring
+                s1 = be.stats()
+            finally:
+                th.join(timeout=30)
+    assert "summary" in result, result
+    fd_rows = read_table(out, "queues")
+    taps = read_table(out, "taps")
+    be_pid = int(s1["raw"]["pid"]) if "pid" in s1["raw"] else None
+    sent = s1["from_guest_packets"] - s0["from_guest_packets"]
+    kicks = s1["kicks"] - s0["kicks"]
+    calls = s1["calls"] - s0["calls"]
+    rx = int(taps[taps["ifname"] == tap]["rx_packets"].sum())
+    fe_kicks = int(fd_rows[(fd_rows["pid"] == fe.pid) & (fd_rows["role"] == "kick")]["writes"].sum())
+    be_calls = fd_rows[(fd_rows["pid"] != fe.pid) & (fd_rows["role"] == "call")]
+    print(
+        f"back-end sent {sent} to the tap, probes saw {rx}; kicks {kicks} vs {fe_kicks}; calls {calls} vs "
+        f"{int(be_calls['writes'].sum())}"
+    )
+    assert sent > 10_000
+    assert rx == pytest.approx(sent, rel=0.05)
+    assert kicks > 10 and fe_kicks == pytest.approx(kicks, rel=0.05)
+    assert calls > 10 and int(be_calls["writes"].sum()) == pytest.approx(calls, rel=0.05)
+    if be_pid is not None:
+        assert set(be_calls["pid"]) == {be_pid}
+    # The back-end's worker threads came from its control socket, with their role.
+    threads = read_table(out, "threads")
+    workers = threads[threads["role"] == "backend-worker"]
+    assert set(workers["comm"]) >= {"vhtune-q1"}
+    assert workers["oncpu_ns"].sum() > 0
