@@ -115,10 +115,13 @@ def _backend_section(snap: Snapshot, be: BackendInfo) -> list[object]:
     by_tid = {t.tid: t for t in snap.threads}
     socks = ", ".join(be.socket_paths) or "-"
     fronts = ", ".join(map(str, be.frontend_pids)) or "-"
-    title = (
-        f"[bold]Back-end {escape(be.comm)}[/] — pid {be.pid}, {be.kind}, "
-        f"socket(s) {escape(socks)}, front-end pid(s) {fronts}"
-    )
+    if be.kind == "vhost-net":
+        title = f"[bold]Back-end vhost-net[/] — kernel workers of VM pid {be.pid}"
+    else:
+        title = (
+            f"[bold]Back-end {escape(be.comm)}[/] — pid {be.pid}, {be.kind}, "
+            f"socket(s) {escape(socks)}, front-end pid(s) {fronts}"
+        )
     threads = [by_tid[t] for t in be.thread_tids if t in by_tid]
     return [title, table(None, _THREAD_COLS, _thread_rows(threads))] if threads else [title]
 
