@@ -194,7 +194,6 @@ class _Walk:
                     continue
                 if iff:
                     tun.append(TunFd(p.pid, fd, iff, p.netns))
-        self.tun_fds = tun
         self.snap.taps = assemble_taps(tun, self.namespaces, self.self_ns, self.links_of, self.snap.problems)
 
     def thread(self, pid: int, tid: int, in_vmm: bool) -> ThreadInfo | None:
@@ -270,6 +269,7 @@ class _Walk:
             if t is not None:
                 vm.vhost_tids.append(t.tid)
         # libvirt passes taps and sockets as fds: name them from the fds.
+        n_taps = sum(nd.kind == "tap" for nd in vm.netdevs)
         for nd in vm.netdevs:
             if nd.kind == "tap" and nd.ifname is None:
                 for fd in nd.fds:
@@ -279,7 +279,9 @@ class _Walk:
                         continue
                     if nd.ifname:
                         break
-            if nd.kind == "tap" and not nd.vhost and VHOST_NET_DEVICE in p.fds.values():
+            # A lone tap netdev of a QEMU holding /dev/vhost-net fds (passed without vhost= on the
+            # command line) is served by vhost-net; with several taps it is ambiguous, so left as parsed.
+            if nd.kind == "tap" and not nd.vhost and n_taps == 1 and VHOST_NET_DEVICE in p.fds.values():
                 nd.vhost = True
             if nd.kind == "vhost-user" and nd.socket_path is None and nd.chardev_fd is not None:
                 inode = self.unix.by_pid.get(p.pid, {}).get(nd.chardev_fd)
