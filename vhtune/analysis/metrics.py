@@ -287,7 +287,7 @@ def drops_by_reason(rec: Recording) -> pd.DataFrame:
             ("drops_tap_full", "TAP_FULL"),
             ("drops_other", "OTHER"),
         ):
-            g = bq.groupby(["pid", "dir"], as_index=False)[col].sum()
+            g = pd.DataFrame(bq.groupby(["pid", "dir"], as_index=False)[col].sum())
             g = g[g[col] > 0]
             if len(g):
                 rows.append(

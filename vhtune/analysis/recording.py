@@ -148,7 +148,11 @@ def load(directory: Path | str) -> Recording:
         raise RecordingError(f"{d} does not exist", hint="give the directory `vhtune record -o DIR` wrote")
     if not d.is_dir():
         raise RecordingError(f"{d} is not a directory", hint="give the directory `vhtune record -o DIR` wrote")
-    manifest = read_manifest(d)
+    try:
+        manifest = read_manifest(d)
+    except RecordingError as exc:
+        exc.hint = exc.hint or "give the directory `vhtune record -o DIR` wrote"
+        raise
     tables: dict[str, pd.DataFrame] = {}
     for schema in RECORDING_TABLES:
         tables[schema.name] = _indexed(read_table(d, schema.name))

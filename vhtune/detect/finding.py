@@ -46,6 +46,8 @@ class Evidence:
 
     def sentence(self) -> str:
         v = "n/a" if self.value is None else _fmt(self.value)
+        if self.source == "context":
+            return f"{self.metric}: {v}{self.unit and ' ' + self.unit}" + (f" ({self.note})" if self.note else "")
         return (
             f"{self.metric} {v}{self.unit and ' ' + self.unit} {self.op} {_fmt(self.threshold)}"
             f" in {self.intervals} interval(s) ({100 * self.share:.0f} %)" + (f"; {self.note}" if self.note else "")

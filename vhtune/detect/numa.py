@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vhtune.detect import recommend as R
-from vhtune.detect.evaluate import confidence, context, score
+from vhtune.detect.evaluate import confidence, context, iso, score
 from vhtune.detect.finding import Evidence, Finding
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ def cross_numa(rec: Recording, det: Detector) -> list[Finding]:
                 th.source,
                 1.0,
                 rec.intervals,
+                first=iso(rec.span[0]),
+                last=iso(rec.span[1]),
                 note=f"back-end on node {node}, guest memory/vCPUs on node(s) {sorted(home)}",
             )
             conf = confidence(rec, ev, 0.9)
@@ -62,6 +64,7 @@ def cross_numa(rec: Recording, det: Detector) -> list[Finding]:
                 explanation=det.explanation,
                 evidence=[ev, context("back-end node", float(node), "")],
                 score=score("warning", conf, ev),
+                span=(ev.first, ev.last),
                 details={"tid": tid, "node": node, "home": sorted(home)},
             )
             target = min(home)

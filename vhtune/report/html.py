@@ -40,7 +40,12 @@ def _table(cols: list[str], rows: list[list[Any]]) -> str:
 
 
 def _finding(i: int, f: Finding) -> str:
-    ev = "".join(f"<li>{escape(e.sentence())} <span class='muted'>({escape(e.source)})</span></li>" for e in f.evidence)
+    ev = "".join(
+        f"<li>{escape(e.sentence())}"
+        + (f" <span class='muted'>(threshold: {escape(e.source)})</span>" if e.source != "context" else "")
+        + "</li>"
+        for e in f.evidence
+    )
     recs = "".join(
         f"<li><b>{escape(r.knob)}</b> {escape(r.target)}: {_e(r.current)} → {_e(r.proposed)}"
         f"<pre>{escape(r.command)}</pre>"

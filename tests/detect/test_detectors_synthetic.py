@@ -1,0 +1,113 @@
+"""Unit tests of the detector table on synthetic recordings (vhtune/analysis/synthetic.py models each fault by
+the few quantities it changes). The real-fault tests (tests/detect/test_lab_faults.py) use the lab."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vhtune import api
+from vhtune.analysis.synthetic import FAULTS, SynthSpec, write_synthetic
+from vhtune.detect.table import BY_ID, DETECTORS
+
+EXPECTED = {
+    "cpu-hog": ("backend-cpu-contention", "thread-affinity"),
+    "shared-cpu": ("backend-cpu-contention", "thread-affinity"),
+    "tiny-txqueuelen": ("tap-drops", "tap-txqueuelen"),
+    "burst-1": ("small-batches", "backend-tunable"),
+    "notify-storm": ("kick-storm", "backend-tunable"),
+    "rx-starve": ("rx-ring-starved", "qemu-option"),
+    "saturated": ("backend-thread-saturated", "qemu-option"),
+    "wakeup-latency": ("backend-wakeup-latency", "thread-sched"),
+    "cross-numa": ("cross-numa", "thread-affinity"),
+    "halt-poll": ("vcpu-halt-polling", "module-param"),
+}
+NAMES = list(FAULTS)
+
+
+def test_table_covers_every_finding_id() -> None:
+    ids = {
+        "backend-thread-saturated", "backend-cpu-contention", "backend-wakeup-latency", "kick-storm",
+        "interrupt-storm", "tap-drops", "rx-ring-starved", "small-batches", "cross-numa", "vcpu-halt-polling",
+    }  # fmt: skip
+    assert {d.id for d in DETECTORS} == ids
+    for d in DETECTORS:
+        assert d.thresholds and all(t.source for t in d.thresholds) and d.explanation and d.needs
+        assert all(s in BY_ID for s in d.supersedes)
+    assert set(EXPECTED) == set(FAULTS)
+
+
+@pytest.fixture(scope="module")
+def all_faults(tmp_path_factory: pytest.TempPathFactory) -> api.Recording:
+    """VM 0 healthy, VM i+1 with fault NAMES[i], on a two-node host (cross-numa needs one)."""
+    d = tmp_path_factory.mktemp("faults") / "rec"
+    faults = {i + 1: f for i, f in enumerate(NAMES)}
+    write_synthetic(d, SynthSpec(vms=len(NAMES) + 1, duration_s=15, faults=faults, cpus=32, nodes=2, seed=1))
+    return api.load(d)
+
+
+@pytest.mark.parametrize("fault", NAMES)
+def test_top_finding_per_fault(all_faults: api.Recording, fault: str) -> None:
+    vm = f"vm{NAMES.index(fault) + 1}"
+    mine = [f for f in api.analyze(all_faults) if f.path == vm]
+    want_id, want_knob = EXPECTED[fault]
+    assert mine, f"no finding on {vm} ({fault})"
+    top = mine[0]
+    assert (top.id, top.top_knob) == (want_id, want_knob), [(f.id, f.severity) for f in mine]
+    assert top.severity in ("warning", "critical") and 0 < top.confidence <= 1
+    ev = top.evidence[0]
+    assert ev.first and ev.last and ev.share >= 0.2 and ev.source
+    for r in top.recommendations:
+        assert r.command and r.expected and r.risk and r.rollback
+    # everything else on this VM is at most a consequence of the top finding, or of lower rank
+    for other in mine[1:]:
+        assert other.consequence_of or other.severity != "critical" or top.severity == "critical"
+
+
+def test_healthy_baseline_has_no_finding(tmp_path: Path) -> None:
+    d = write_synthetic(tmp_path / "ok", SynthSpec(vms=4, duration_s=20, seed=7))
+    assert api.analyze(api.load(d)) == []
+
+
+def test_consequences_rank_last(all_faults: api.Recording) -> None:
+    findings = api.analyze(all_faults)
+    kinds = [f.consequence_of is not None for f in findings]
+    assert kinds == sorted(kinds), "consequences come after every root finding"
+    storm = [f for f in findings if f.path == f"vm{NAMES.index('notify-storm') + 1}"]
+    assert {f.id: f.consequence_of for f in storm}["interrupt-storm"] == "kick-storm"
+
+
+def test_threshold_edges(tmp_path: Path) -> None:
+    """Just below a threshold: nothing; a single bad interval out of many: nothing (persistence rule)."""
+    import vhtune.analysis.synthetic as S
+
+    below = {"be_runq": 8.0, "be_runq_bucket": 12}
+    S.FAULTS["_below"] = below
+    try:
+        d = write_synthetic(tmp_path / "b", SynthSpec(vms=1, duration_s=10, faults={0: "_below"}))
+        assert [f.id for f in api.analyze(api.load(d))] == []
+    finally:
+        del S.FAULTS["_below"]
+    d = write_synthetic(tmp_path / "c", SynthSpec(vms=1, duration_s=20, faults={0: "cpu-hog"}))
+    rec = api.load(d)
+    assert [f.id for f in api.analyze(rec)] == ["backend-cpu-contention"]
+    # keep the hog in only 1 of 20 intervals: below the 20 % persistence rule
+    t = rec.tables["threads"]
+    first = t.index.min()
+    t.loc[t.index != first, ["runq_ns", "runq_p99_ns"]] = (0, 2.0**15)
+    rec.__dict__.pop("thread_metrics", None)
+    assert [f.id for f in api.analyze(rec)] == []
+
+
+def test_without_backend_counters_uses_ebpf_only(tmp_path: Path) -> None:
+    faults = {0: "burst-1", 1: "rx-starve", 2: "tiny-txqueuelen"}
+    d = write_synthetic(tmp_path / "n", SynthSpec(vms=3, duration_s=10, faults=faults, backend_counters=False))
+    rec = api.load(d)
+    assert not rec.has_backend_counters
+    top = {}
+    for f in api.analyze(rec):
+        top.setdefault(f.path, f)
+    assert top["vm0"].id == "small-batches" and top["vm0"].confidence < 1  # packets per call: an upper bound
+    assert top["vm1"].id == "rx-ring-starved" and "inferred" in top["vm1"].evidence[0].note
+    assert top["vm2"].id == "tap-drops"
