@@ -112,25 +112,28 @@ class Probes:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def prog_ids(self) -> dict[str, int]:
-        """BPF program ids by function name (for kernel.bpf_stats_enabled run_time_ns/run_cnt)."""
-        out: dict[str, int] = {}
+    def program_stats(self) -> dict[str, dict[str, int]]:
+        """Per BPF program: prog_id, run_cnt, run_time_ns (the last two count only while the sysctl
+        kernel.bpf_stats_enabled is 1), from /proc/self/fdinfo of each program fd."""
+        out: dict[str, dict[str, int]] = {}
         for name, fn in getattr(self.bpf, "funcs", {}).items():
-            info = _prog_id(fn.fd)
-            if info is not None:
-                out[name.decode() if isinstance(name, bytes) else str(name)] = info
+            info = _fdinfo(fn.fd)
+            if "prog_id" in info:
+                key = name.decode() if isinstance(name, bytes) else str(name)
+                out[key] = {k: info.get(k, 0) for k in ("prog_id", "run_cnt", "run_time_ns")}
         return out
 
 
-def _prog_id(fd: int) -> int | None:
-    # /proc/self/fdinfo/<prog fd> has "prog_id:" since Linux 4.13.
+def _fdinfo(fd: int) -> dict[str, int]:
+    out: dict[str, int] = {}
     try:
         for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
-            if line.startswith("prog_id:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+            key, _, val = line.partition(":")
+            if key in ("prog_id", "run_cnt", "run_time_ns"):
+                out[key] = int(val.strip())
+    except (OSError, ValueError):
+        return {}
+    return out
 
 
 def possible_cpus() -> int:

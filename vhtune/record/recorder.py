@@ -85,6 +85,8 @@ class Summary:
     queues: list[dict[str, Any]] = field(default_factory=list)
     changes: int = 0
     error: str | None = None
+    # Per BPF program over the whole run: run_cnt, run_time_ns (non-zero only with kernel.bpf_stats_enabled=1).
+    program_stats: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class _Stop:
@@ -188,7 +190,7 @@ class Recorder:
                     "max_fds": probes.config.max_fds,
                 }
                 writer.flush()
-                self._loop(writer, maps)
+                self._loop(writer, maps, probes)
         except RecordingError as exc:
             self.summary.error = str(exc)
             self.summary.stop_reason = "error"
@@ -201,6 +203,7 @@ class Recorder:
             raise
         finally:
             if probes is not None:
+                self.summary.program_stats = probes.program_stats()
                 probes.close()
             self.summary.elapsed_s = time.monotonic() - t_start
             self.summary.rows = dict(writer.rows_written)
@@ -212,7 +215,7 @@ class Recorder:
             writer.note_change(time.time(), ch.added, ch.removed)
             self.summary.changes += 1
 
-    def _loop(self, writer: RecordingWriter, maps: ProbeMaps) -> None:
+    def _loop(self, writer: RecordingWriter, maps: ProbeMaps, probes: Probes) -> None:
         opts = self.opts
         t0 = last = time.monotonic()
         next_refresh = t0 + opts.refresh_s
@@ -236,6 +239,9 @@ class Recorder:
             self.summary.lost_events += rows["lost"][0]["total"]
             if self.on_interval:
                 self.on_interval(IntervalView(index, now - t0, rows, rows["lost"][0]["total"], maps.targets))
+            done = self.stop.event.is_set() or (deadline is not None and now >= deadline - 1e-3)
+            if done:
+                writer.manifest["program_stats"] = probes.program_stats()
             if self.stop.event.is_set():
                 writer.close(self.stop.reason)
                 self.summary.stop_reason = self.stop.reason
