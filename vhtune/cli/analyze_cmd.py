@@ -51,13 +51,13 @@ def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...]) -> None:
                 f"{top.knob}: {top.current} → {top.proposed}" if top else "",
             )
         )
-    out.print(
-        table(
-            f"{directory}: {len(findings)} finding(s); {facts}",
-            ["#", "finding", "subject", "VM", "severity", "conf", "evidence", "top recommendation"],
-            rows,
-        )
+    t = table(
+        f"{directory}: {len(findings)} finding(s); {facts}",
+        ["#", "finding", "subject", "VM", "severity", "conf", "evidence", "top recommendation"],
+        rows,
     )
+    t.columns[1].no_wrap = True  # finding ids stay greppable
+    out.print(t)
     out.print("\nCommands (first recommendation of each finding that is not a consequence):")
     for i, f in enumerate(findings, 1):
         if f.recommendations and not f.consequence_of:
