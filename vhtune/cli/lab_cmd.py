@@ -70,6 +70,7 @@ def lab_image(rebuild: bool, cache: Path | None, as_json: bool) -> None:
 @click.option("--size", type=int, default=64, show_default=True, help="Packet size for generators.")
 @click.option("--count", type=int, default=0, show_default=True, help="Packet/ping count (0: duration-bound).")
 @click.option("--rate", type=int, default=0, show_default=True, help="Guest pktgen packets/s (0: flat out).")
+@click.option("--reverse", is_flag=True, help="guest-iperf3: the netns sends, the guest receives.")
 @click.option("--record", type=click.Path(path_type=Path), default=None, help="Run `vhtune record` into DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def lab_run(
@@ -81,13 +82,14 @@ def lab_run(
     size: int,
     count: int,
     rate: int,
+    reverse: bool,
     record: Path | None,
     as_json: bool,
 ) -> None:
     """Run scenario NAME and print its summary (throughput, drops, back-end stats)."""
     from vhtune.lab.scenarios import RunOptions, run
 
-    opts = RunOptions(duration, backend, list(faults), queues, size, count, rate, record)
+    opts = RunOptions(duration, backend, list(faults), queues, size, count, rate, record, reverse)
     summary = run(name, opts)
     if as_json:
         emit_json(summary)

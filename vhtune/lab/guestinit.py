@@ -26,13 +26,13 @@ export PATH=/bin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-P_wl=idle P_dur=5 P_count=0 P_size=60 P_rate=0 P_ip= P_peer= P_dmac= P_interval=0 P_port=5201
+P_wl=idle P_dur=5 P_count=0 P_size=60 P_rate=0 P_ip= P_peer= P_dmac= P_interval=0 P_port=5201 P_rev=0
 for kv in $(cat /proc/cmdline); do
     case "$kv" in vhl.*=*) ;; *) continue ;; esac
     k=${kv%%=*}; k=${k#vhl.}; v=${kv#*=}
     case "$v" in *[!A-Za-z0-9.:/_-]*) echo "VHTUNE-WARN bad value for $k"; continue ;; esac
     case "$k" in
-        wl|dur|count|size|rate|ip|peer|dmac|interval|port) eval "P_$k=\$v" ;;
+        wl|dur|count|size|rate|ip|peer|dmac|interval|port|rev) eval "P_$k=\$v" ;;
         *) echo "VHTUNE-WARN unknown parameter $k" ;;
     esac
 done
@@ -83,7 +83,8 @@ pktgen)
     errs=$(sed -n 's/.*pkts-sofar: [0-9]* *errors: \([0-9]*\).*/\1/p' $D)
     extra="\"sent\":${sent:-0},\"errors\":${errs:-0},\"size\":$P_size," ;;
 iperf3c)
-    out=$(iperf3 -c "$P_peer" -p "$P_port" -t "$P_dur" -f k --connect-timeout 3000 2>&1); rc=$?
+    rev=; [ "$P_rev" = 1 ] && rev=-R   # -R: the server (netns side) sends, the guest receives
+    out=$(iperf3 -c "$P_peer" -p "$P_port" -t "$P_dur" -f k --connect-timeout 3000 $rev 2>&1); rc=$?
     kbps=$(echo "$out" | awk '/receiver/{for(i=1;i<=NF;i++) if($i=="Kbits/sec") print $(i-1)}' | tail -n1)
     extra="\"kbps\":${kbps:-0}," ;;
 iperf3s)
@@ -118,6 +119,7 @@ class Workload:
     interval: float = 0.0  # ping interval; 0 = adaptive (-A: next as soon as a reply arrives)
     dmac: str | None = None
     port: int = 5201
+    reverse: bool = False  # iperf3c: data flows netns → guest
 
     def validate(self) -> None:
         if self.kind not in WORKLOADS:
@@ -151,6 +153,7 @@ class Workload:
             "rate": self.rate,
             "interval": f"{self.interval:g}",
             "port": self.port,
+            "rev": int(self.reverse),
         }
         for k in ("ip", "peer", "dmac"):
             if getattr(self, k):

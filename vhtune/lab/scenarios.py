@@ -43,6 +43,7 @@ class RunOptions:
     count: int = 0
     rate: int = 0
     record: Path | None = None
+    reverse: bool = False  # guest-iperf3: netns sends, guest receives
 
     def validate(self) -> None:
         if not 1 <= self.duration <= 300:
@@ -71,6 +72,16 @@ def _rate(n: int | float, seconds: float) -> float:
 
 def _strip(st: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in st.items() if k != "raw"}
+
+
+def notifications(st: dict[str, Any]) -> dict[str, float | None]:
+    """Kicks and calls per packet and packets per burst (None when the back-end does not count them)."""
+    pkts = int(st["from_guest_packets"]) + int(st["to_guest_packets"])
+    out: dict[str, float | None] = {}
+    for key, name in (("kicks", "kicks_per_packet"), ("calls", "calls_per_packet")):
+        out[name] = None if st.get(key) is None else round(int(st[key]) / max(pkts, 1), 5)
+    out["packets_per_burst"] = None if not st.get("bursts") else round(pkts / int(st["bursts"]), 2)
+    return out
 
 
 # --- guest scenarios --------------------------------------------------------------------------------------
@@ -131,6 +142,7 @@ def guest_ping(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) 
         "throughput": {"rtt_per_s": _rate(got, secs), "rtt_avg_ms": res.get("rtt_avg_ms")},
         "drops": {"ping_lost": sent - got, **bst["drops"], "tap_tx_dropped": extra["tap"]["tx_dropped"]},
         "guest": res,
+        "notifications": notifications(bst),
         "backend_stats": _strip(bst),
         **extra,
         "checks": {
@@ -161,6 +173,7 @@ def guest_pktgen(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack
         "throughput": {"pps": _rate(sent, secs), "mbps": round(_rate(sent * opts.size * 8, secs) / 1e6, 2)},
         "drops": {"pktgen_errors": res.get("errors", 0), **bst["drops"], "tap_rx_dropped": extra["tap"]["rx_dropped"]},
         "guest": res,
+        "notifications": notifications(bst),
         "backend_stats": _strip(bst),
         **extra,
         "checks": {
@@ -181,17 +194,19 @@ def guest_iperf3(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack
         name="iperf3",
     )
     stack.callback(server.stop)
-    wl = Workload("iperf3c", duration=int(opts.duration), ip=GUEST_CIDR, peer=HOST_IP)
+    wl = Workload("iperf3c", duration=int(opts.duration), ip=GUEST_CIDR, peer=HOST_IP, reverse=opts.reverse)
     res, bst, extra, _g = _run_guest(opts, faults, stack, wl, ns, tap, be, place)
     server.wait(10.0)
     srv_bps = None
     with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
-        srv_bps = json.loads(server.output())["end"]["sum_received"]["bits_per_second"]
+        srv_end = json.loads(server.output())["end"]
+        srv_bps = srv_end["sum_sent" if opts.reverse else "sum_received"]["bits_per_second"]
     kbps = float(res.get("kbps", 0))
     return {
         "throughput": {"mbps": round(kbps / 1000, 2), "server_mbps": round(srv_bps / 1e6, 2) if srv_bps else None},
         "drops": {**bst["drops"], "tap_tx_dropped": extra["tap"]["tx_dropped"]},
         "guest": res,
+        "notifications": notifications(bst),
         "backend_stats": _strip(bst),
         **extra,
         "checks": {"iperf3_completed": res.get("rc") == 0 and kbps > 0, "server_saw_data": bool(srv_bps)},
@@ -234,6 +249,7 @@ def _dpdk(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack, port:
     delta_to = after["to_guest_packets"] - before["to_guest_packets"]
     out: dict[str, Any] = {
         "frontend": {"mode": fe_mode, "forward": [f.__dict__ for f in fwd], "cpu": place.frontend_cpu},
+        "notifications": notifications(after),
         "backend_stats": _strip(after),
         "seconds": round(secs, 3),
     }
@@ -291,6 +307,7 @@ def kvm_irqfd(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -
         "drops": dict(after["drops"]),
         "frontend": res.__dict__,
         "kvm_tracepoints": trace.counts,
+        "notifications": notifications(after),
         "backend_stats": _strip(after),
     }
     if (r := rec.stop()) is not None:
