@@ -15,13 +15,10 @@ static __always_inline void vht_irq(u32 gsi, u32 kind, u32 level)
                               .level = level};
     struct vht_pending *p = pending.lookup(&tid);
     if (p && level) {
-        u64 now = bpf_ktime_get_ns();
-        if (now - p->ts < VHT_NOTIFY_WINDOW_NS) {
-            key.slot = p->slot;
-            struct vht_notify_stats *st = notify_stats.lookup(&key.slot);
-            if (st)
-                st->injections++;
-        }
+        key.slot = p->slot;
+        struct vht_notify_stats *st = notify_stats.lookup(&key.slot);
+        if (st)
+            st->injections++;
         pending.delete(&tid);
     }
     u64 *n = irqs.lookup(&key);

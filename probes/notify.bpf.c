@@ -26,7 +26,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write)
     if (st)
         st->writes++;
     u32 tid = (u32)pid_tgid;
-    struct vht_pending p = {.ts = bpf_ktime_get_ns(), .slot = s};
+    struct vht_pending p = {.slot = s};
     if (pending.update(&tid, &p) != 0)
         vht_lose(VHT_LOST_PENDING);
     return 0;

@@ -46,6 +46,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         ("irqs", "wakes"),
     ),
 }
+# Families attached only while they have targets (kvm events are rare and carry no target key).
+LAZY_FAMILIES = ("sched", "net", "notify")
 # kprobe targets of the optional vhost variant: BPF function → kernel symbols to try, in order.
 VHOST_KPROBES: dict[str, tuple[str, ...]] = {
     "vht_kp_vhost_signal": ("vhost_signal", "vhost_vq_signal"),
@@ -98,8 +100,31 @@ class Probes:
     ncpus: int = 1
     config: ProbeConfig = field(default_factory=ProbeConfig)
 
+    active: set[str] = field(default_factory=set)  # families whose tracepoints are attached right now
+
     def has(self, family: str) -> bool:
         return self.families.get(family) == "attached"
+
+    def activate(self, family: str, on: bool) -> None:
+        """Attach or detach a family's tracepoints. Families are attached only while they have targets:
+        an idle syscall tracepoint still slows every syscall on the host (TIF_SYSCALL_TRACEPOINT path),
+        an idle net tracepoint every packet."""
+        if not self.has(family) or (family in self.active) == on:
+            return
+        for tp in FAMILIES[family][1]:
+            name = tp.replace("/", ":").encode()
+            fn = ("tracepoint__" + tp.replace("/", "__")).encode()
+            try:
+                if on:
+                    self.bpf.attach_tracepoint(tp=name, fn_name=fn)
+                else:
+                    self.bpf.detach_tracepoint(name)
+            except Exception as exc:  # bcc raises plain Exception
+                raise ProbeError(f"could not {'attach' if on else 'detach'} {tp}: {exc}") from None
+        if on:
+            self.active.add(family)
+        else:
+            self.active.discard(family)
 
     def close(self) -> None:
         if self.bpf is not None:
@@ -287,7 +312,7 @@ def load(config: ProbeConfig | None = None) -> Probes:
     except ProbeError:
         bpf.cleanup()
         raise
-    return Probes(
+    probes = Probes(
         bpf=bpf,
         families=status,
         variants=variants,
@@ -295,7 +320,16 @@ def load(config: ProbeConfig | None = None) -> Probes:
         attach_s=time.monotonic() - t1,
         ncpus=ncpus,
         config=config,
+        active=set(chosen),
     )
+    try:
+        for fam in LAZY_FAMILIES:  # bcc attached everything; targets attach them again as they come
+            probes.activate(fam, False)
+    except ProbeError:
+        bpf.cleanup()
+        raise
+    probes.attach_s = time.monotonic() - t1
+    return probes
 
 
 def _attach_vhost_kprobes(bpf: Any) -> None:

@@ -141,6 +141,9 @@ class ProbeMaps:
                     self._drop_fd(key)
                     self._add_fd(fdt)
                 self.targets.fds[key] = fdt
+        self.p.activate("sched", bool(self.targets.threads))
+        self.p.activate("net", bool(self.targets.taps))
+        self.p.activate("notify", bool(self.targets.fds))
         return ch
 
     def _add_thread(self, t: ThreadTarget) -> None:
