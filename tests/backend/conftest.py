@@ -12,6 +12,7 @@ from tests.backend.frontend import Frontend
 from vhtune.backend.control_client import ControlClient
 from vhtune.backend.daemon import BackendConfig, Daemon
 from vhtune.backend.ports import parse_port
+from vhtune.backend.proc import BackendProcess
 from vhtune.backend.stats import Tunables
 
 
@@ -65,53 +66,8 @@ def backend(short_tmp: Path) -> Iterator[Running]:
         r.stop()
 
 
-class BackendProc:
-    """``python -m vhtune backend`` as a child process (the real CLI), stopped with SIGTERM on exit."""
+class BackendProc(BackendProcess):
+    """The real CLI (``python -m vhtune backend``) unless lean=True (``python -m vhtune.backend``)."""
 
     def __init__(self, tmp: Path, port: str = "sink", *args: str, lean: bool = False) -> None:
-        import subprocess
-        import sys
-
-        self.sock = str(tmp / "vu.sock")
-        self.ctl = str(tmp / "ctl.sock")
-        self.log = tmp / "backend.log"
-        entry = ["vhtune.backend"] if lean else ["vhtune", "backend"]
-        argv = [sys.executable, "-m", *entry, "--socket", self.sock, "--port", port]
-        argv += ["--control", self.ctl, "--json", *args]
-        self._logf = open(self.log, "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._logf, text=True)
-        self.control = ControlClient(self.ctl)
-        import time
-
-        deadline = time.monotonic() + 15
-        while not (os.path.exists(self.sock) and os.path.exists(self.ctl)):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"backend did not start: {self.log.read_text()}")
-            time.sleep(0.02)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def fds(self) -> set[str]:
-        return set(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def stop(self) -> str:
-        """SIGTERM, wait; returns the exit report (stdout)."""
-        import signal
-        import subprocess
-
-        out = ""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                out, _ = self.proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                out, _ = self.proc.communicate()
-        elif self.proc.stdout:
-            out = self.proc.stdout.read()
-            self.proc.stdout.close()
-        self._logf.close()
-        return out
+        super().__init__(tmp, port, *args, lean=lean)

@@ -107,6 +107,9 @@ class Virtqueue:
         self.used_event = av[2 + n : 3 + n]
         self.used_hdr = ru.arr[ou : ou + 4].view("<u2")
         self.used_ring = ru.arr[ou + 4 : ou + 4 + 8 * n].view(USED_DTYPE)
+        # {u32 id, u32 len} little-endian as one u64: id in the low half. used is 4-aligned, not 8: numpy
+        # copes with the unaligned view; x86 stores never tear within a naturally aligned u32.
+        self.used_u64 = ru.arr[ou + 4 : ou + 4 + 8 * n].view("<u8")
         self.avail_event = ru.arr[ou + 4 + 8 * n : ou + 6 + 8 * n].view("<u2")
         self._views = True
 
@@ -114,7 +117,7 @@ class Virtqueue:
         """Drop every view into guest memory so the regions can be unmapped."""
         for name in ("desc", "desc_mv", "avail_flags", "avail_idx", "avail_ring", "used_event", "used_hdr"):
             self.__dict__.pop(name, None)
-        for name in ("used_ring", "avail_event"):
+        for name in ("used_ring", "used_u64", "avail_event"):
             self.__dict__.pop(name, None)
         self._views = False
         self.mem = None
@@ -133,8 +136,11 @@ class Virtqueue:
 
     def pop(self, n: int) -> np.ndarray:
         """Take n heads (a copy) from the avail ring, advancing last_avail."""
-        slots = (self.last_avail + np.arange(n, dtype=np.uint32)) & (self.num - 1)
-        heads = self.avail_ring[slots]
+        s = self.last_avail & (self.num - 1)
+        if s + n <= self.num:
+            heads = self.avail_ring[s : s + n].copy()
+        else:
+            heads = self.avail_ring[(s + np.arange(n, dtype=np.uint32)) & (self.num - 1)]
         self.last_avail = (self.last_avail + n) & 0xFFFF
         return heads
 
@@ -206,6 +212,17 @@ class Virtqueue:
         slots = (self.used_idx + np.arange(k, dtype=np.uint32)) & (self.num - 1)
         self.used_ring["id"][slots] = ids
         self.used_ring["len"][slots] = lens
+        self.used_idx = (self.used_idx + k) & 0xFFFF
+        self.used_hdr[1] = self.used_idx
+
+    def push_zero(self, ids: np.ndarray) -> None:
+        """Used entries with len 0 (TX: the device wrote nothing): one 64-bit store per entry."""
+        k = len(ids)
+        s = self.used_idx & (self.num - 1)
+        if s + k <= self.num:
+            self.used_u64[s : s + k] = ids
+        else:
+            self.used_u64[(s + np.arange(k, dtype=np.uint32)) & (self.num - 1)] = ids
         self.used_idx = (self.used_idx + k) & 0xFFFF
         self.used_hdr[1] = self.used_idx
 

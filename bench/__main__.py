@@ -1,0 +1,29 @@
+"""``python -m bench [NAME …]``: run bench/NAME_bench.py (or NAME.py) modules' ``main()``; no NAME runs every
+``*_bench.py``. Extra arguments after ``--`` go to each benchmark."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    names, _, rest = (
+        (argv[: argv.index("--")], None, argv[argv.index("--") + 1 :]) if "--" in argv else (argv, None, [])
+    )
+    here = Path(__file__).parent
+    if not names:
+        names = sorted(p.stem.removesuffix("_bench") for p in here.glob("*_bench.py"))
+    rc = 0
+    for name in names:
+        mod = name if (here / f"{name}.py").exists() else f"{name}_bench"
+        if not (here / f"{mod}.py").exists():
+            print(f"bench: no benchmark {name!r} (have: {', '.join(p.stem for p in here.glob('*.py'))})")
+            return 2
+        rc |= int(importlib.import_module(f"bench.{mod}").main(rest) or 0)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
