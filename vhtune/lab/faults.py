@@ -17,8 +17,9 @@ from vhtune.lab.backends import BackendOptions
 from vhtune.lab.netns import Netns
 from vhtune.lab.proc import LabProcess
 
+HOGS = 3
 FAULTS: dict[str, str] = {
-    "cpu-hog": "a busy loop pinned to the back-end's CPU for the run",
+    "cpu-hog": f"{HOGS} busy loops pinned to the back-end's CPU for the run",
     "same-cpu": "front-end (vCPU / DPDK lcore) pinned to the back-end's CPU",
     "tiny-txqueuelen": "the tap's txqueuelen set to 4 and the back-end reading in bursts of 1 (slow reader)",
     "burst1": "back-end burst size 1",
@@ -100,9 +101,14 @@ class FaultSet:
             # Bounded: the hog ends itself after the run's duration plus a margin, even if we die.
             limit = ctx.duration + 10
             code = f"import time\nt=time.monotonic()+{limit}\nwhile time.monotonic()<t: pass\n"
-            hog = LabProcess(["taskset", "-c", str(ctx.backend_cpu), sys.executable, "-c", code], name="hog")
-            self._procs.append(hog)
-            self.notes["cpu-hog"] = f"busy loop pid {hog.pid} on CPU {ctx.backend_cpu}"
+            # Several hogs: CFS then leaves the back-end thread at most 1/(HOGS+1) of its CPU while runnable.
+            pids = []
+            for _ in range(HOGS):
+                argv = ["taskset", "-c", str(ctx.backend_cpu), sys.executable, "-c", code]
+                hog = LabProcess(argv, name="hog")
+                self._procs.append(hog)
+                pids.append(hog.pid)
+            self.notes["cpu-hog"] = f"{HOGS} busy loops (pids {pids}) on CPU {ctx.backend_cpu}"
         if "netem" in self:
             if ctx.netns is None or ctx.tap is None:
                 self.notes["netem"] = "not applied: this scenario has no tap"

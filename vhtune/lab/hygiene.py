@@ -47,16 +47,21 @@ def _lab_processes() -> list[psutil.Process]:
     return out
 
 
-def snapshot(pid: int) -> dict[str, list[str]]:
-    """What the lab has on this host now, plus the live descendants of ``pid`` (for before/after checks)."""
+def snapshot(pid: int, own_only: bool = False) -> dict[str, list[str]]:
+    """What the lab has on this host now, plus the live descendants of ``pid`` (for before/after checks).
+    ``own_only`` keeps only names carrying ``pid`` (other lab runs on the host are none of our business)."""
     children = []
     with contextlib.suppress(psutil.NoSuchProcess):
         children = [f"{c.pid}:{c.name()}" for c in psutil.Process(pid).children(recursive=True)]
+
+    def mine(names: list[str]) -> list[str]:
+        return [n for n in names if not own_only or pid_of(n) == pid]
+
     return {
-        "netns": _lab(list_netns()),
-        "links": _lab(link_names()),
-        "run_files": _run_files(),
-        "hugepages": _hugepage_files(),
+        "netns": mine(_lab(list_netns())),
+        "links": mine(_lab(link_names())),
+        "run_files": mine(_run_files()),
+        "hugepages": mine(_hugepage_files()),
         "children": children,
     }
 
