@@ -7,7 +7,9 @@ counters into the recording's ``backend_queues`` table (vhtune/analysis/backend_
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,16 @@ class CountingHook(RecordHook):
         if controls:
             self.counters = BackendCounterRecorder(self.out, controls, interval=0.5)
             self.counters.start()
+        # Traffic starts when this returns: wait until the probes are attached, so the recording covers it.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.alive():
+            try:
+                if "probes" in json.loads((self.out / "manifest.json").read_text()):
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"vhtune record did not attach its probes: {self.proc.tail(5)}")
 
     def stop(self) -> dict[str, Any] | None:
         out = super().stop()

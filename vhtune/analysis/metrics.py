@@ -150,6 +150,8 @@ PATH_COLUMNS = [
     "calls_per_pkt",
     "irqs_per_pkt",
     "bursts",
+    "kicks_per_burst",
+    "calls_per_burst",
     "backend_wakeups",
     "burst",
     "backend_oncpu_pct",
@@ -177,9 +179,11 @@ def path_metrics(rec: Recording) -> pd.DataFrame:
         parts.append(
             _sum_by(
                 b,
-                ["packets", "bursts", "wakeups", "drops_no_rx_buffer", "drops_tap_full"],
+                ["packets", "bursts", "wakeups", "drops_no_rx_buffer", "drops_tap_full", "kicks", "calls"],
                 {
                     "packets": "backend_packets",
+                    "kicks": "backend_kicks",
+                    "calls": "backend_calls",
                     "wakeups": "backend_wakeups_ctl",
                     "drops_no_rx_buffer": "no_rx_buffer_drops",
                     "drops_tap_full": "tap_full_drops",
@@ -233,6 +237,9 @@ def path_metrics(rec: Recording) -> pd.DataFrame:
     m[num] = m[num].astype("float64").fillna(0.0)
     iv = _interval_by_ts(rec)
     m["interval_s"] = iv.reindex(m.index.get_level_values("ts")).fillna(rec.interval_s).to_numpy()
+    for col in ("kicks", "calls"):  # the back-end's own count when eBPF did not know the eventfd's role
+        if f"backend_{col}" in m.columns:
+            m[col] = np.maximum(m[col], m[f"backend_{col}"])
     use_backend = m["backend_packets"] > 0
     m["packets"] = np.where(use_backend, m["backend_packets"], m["tap_packets"])
     pk = m["packets"].where(m["packets"] > 0)
@@ -245,6 +252,9 @@ def path_metrics(rec: Recording) -> pd.DataFrame:
     per_burst = m["packets"] / m["bursts"].where(m["bursts"] > 0)
     per_wake = m["packets"] / m["backend_wakeups"].where(m["backend_wakeups"] > 0)
     m["burst"] = per_burst.fillna(per_wake)
+    nb = m["bursts"].where(m["bursts"] > 0)
+    m["kicks_per_burst"] = m["kicks"] / nb
+    m["calls_per_burst"] = m["calls"] / nb
     return m[PATH_COLUMNS]
 
 

@@ -8,6 +8,7 @@ A recording cut short by SIGKILL loads: it has every chunk flushed before the ki
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from vhtune.analysis.backend_table import read_backend_queues
-from vhtune.analysis.topology import Topology, add_recorded_taps, from_snapshot
+from vhtune.analysis.topology import Topology, add_backend_tunables, add_recorded_taps, from_snapshot
 from vhtune.errors import RecordingError
 from vhtune.record.reader import read_manifest, read_table
 from vhtune.recording_tables import RECORDING_TABLES
@@ -26,6 +27,19 @@ def _indexed(df: pd.DataFrame) -> pd.DataFrame:
     out = df.set_index("ts")
     out.index.name = "ts"
     return out
+
+
+def _align(df: pd.DataFrame, grid: pd.Index, manifest: dict[str, Any]) -> pd.DataFrame:
+    """Rows sampled on another clock (the back-end's counters) → the recorder interval nearest to each, within
+    one interval; rows outside the recorded intervals are dropped. Identical timestamps stay as they are."""
+    if not len(df) or not len(grid) or df.index.isin(grid).all():
+        return df
+    tol = pd.Timedelta(seconds=float(manifest.get("interval_s") or 1.0))
+    g = pd.DataFrame({"grid": grid.unique().sort_values()}, index=grid.unique().sort_values())
+    left = df.reset_index().sort_values("ts")
+    m = pd.merge_asof(left, g, left_on="ts", right_index=True, direction="nearest", tolerance=tol)
+    m = m[m["grid"].notna()].drop(columns="ts").rename(columns={"grid": "ts"})
+    return _indexed(m[["ts", *df.columns]])
 
 
 @dataclass
@@ -156,7 +170,7 @@ def load(directory: Path | str) -> Recording:
     tables: dict[str, pd.DataFrame] = {}
     for schema in RECORDING_TABLES:
         tables[schema.name] = _indexed(read_table(d, schema.name))
-    tables["backend_queues"] = _indexed(read_backend_queues(d))
+    tables["backend_queues"] = _align(_indexed(read_backend_queues(d)), tables["lost"].index, manifest)
     snap = manifest.get("discovery")
     if snap is not None and not isinstance(snap, dict):
         raise RecordingError(f"{d}/manifest.json has a malformed discovery snapshot")
@@ -165,4 +179,10 @@ def load(directory: Path | str) -> Recording:
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordingError(f"{d}/manifest.json has a malformed discovery snapshot ({exc})") from None
     add_recorded_taps(topo, sorted(tables["taps"]["ifname"].unique()) if len(tables["taps"]) else [])
+    tun = d / "backend_tunables.json"
+    if tun.exists():
+        try:
+            add_backend_tunables(topo, json.loads(tun.read_text()))
+        except (OSError, ValueError, AttributeError) as exc:
+            raise RecordingError(f"{tun} is unreadable ({exc})") from None
     return Recording(d, manifest, tables, topo)

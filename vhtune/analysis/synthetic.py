@@ -76,7 +76,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "saturated": {"be_oncpu": 99.0, "pps": 400_000.0},
     "wakeup-latency": {"be_runq": 2.0, "be_runq_bucket": 20},
     "cross-numa": {"cross_numa": True},
-    "halt-poll": {"vcpu_wakeups_per_call": 3.0, "calls_per_pkt": 0.2, "vcpu_waited_share": 0.95},
+    "halt-poll": {"vcpu_wakeups_per_call": 3.0, "calls_per_pkt": 0.05, "vcpu_waited_share": 0.95},
 }
 
 

@@ -30,6 +30,7 @@ class Path:
     taps: list[str] = field(default_factory=list)
     memory_nodes: list[int] = field(default_factory=list)
     control_socket: str | None = None
+    tunables: dict[str, Any] = field(default_factory=dict)  # the vhtune back-end's, when the recording has them
 
     @property
     def pids(self) -> list[int]:
@@ -80,15 +81,15 @@ def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topolog
     thread_info = {int(t["tid"]): t for t in snap.get("threads", [])}
     taps = {str(t["name"]): t for t in snap.get("taps", [])}
     cpu_node = {int(c["cpu"]): int(c.get("node", 0)) for c in snap.get("cpus", [])}
-    comm_of_pid: dict[int, str] = {}
-    for t in thread_info.values():
-        if int(t["tid"]) == int(t["pid"]):
-            comm_of_pid[int(t["pid"])] = str(t["comm"])
     recorded = threads.drop_duplicates("tid")[["pid", "tid", "comm", "role"]] if len(threads) else None
     if recorded is not None:
         for r in recorded.to_dict("records"):
             tid = int(r["tid"])
             thread_info.setdefault(tid, {"pid": int(r["pid"]), "tid": tid, "comm": r["comm"], "role": r["role"]})
+    comm_of_pid: dict[int, str] = {}
+    for t in thread_info.values():
+        if int(t["tid"]) == int(t["pid"]):
+            comm_of_pid[int(t["pid"])] = str(t["comm"])
 
     def tids(pid: int, roles: tuple[str, ...]) -> list[int]:
         return sorted(t for t, i in thread_info.items() if int(i["pid"]) == pid and i.get("role") in roles)
@@ -165,6 +166,15 @@ def _unique_names(paths: list[Path]) -> None:
         seen[p.name] = n + 1
         if n:
             p.name = f"{p.name}#{n + 1}"
+
+
+def add_backend_tunables(topo: Topology, by_pid: dict[str, Any]) -> None:
+    """``backend_tunables.json`` ({pid: {"control": path, burst, event_idx, ...}}) → the paths of those back-ends."""
+    for p in topo.paths:
+        t = by_pid.get(str(p.backend_pid))
+        if isinstance(t, dict):
+            p.control_socket = p.control_socket or t.get("control")
+            p.tunables = {k: v for k, v in t.items() if k != "control"}
 
 
 def add_recorded_taps(topo: Topology, tap_names: list[str]) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 from vhtune.analysis.topology import Path
 from vhtune.detect import recommend as R
 from vhtune.detect.evaluate import confidence, context, crossing, score, severity
-from vhtune.detect.finding import Evidence, Finding
+from vhtune.detect.finding import Evidence, Finding, Recommendation
 
 if TYPE_CHECKING:
     from vhtune.analysis.recording import Recording
@@ -52,43 +52,81 @@ def _busy(g: pd.DataFrame, det: Detector) -> pd.DataFrame:
     return g[g["pps"] >= det.threshold("pps").value]
 
 
+def _per_pkt_or_burst(g: pd.DataFrame, det: Detector, what: str) -> tuple[Evidence | None, float]:
+    """Notifications per packet; else, with back-end counters, one per back-end batch at a sustained rate."""
+    per_pkt = g[f"{what}_per_pkt"]
+    if what == "calls":
+        per_pkt = g[["calls_per_pkt", "irqs_per_pkt"]].max(axis=1, skipna=True)
+    ev = crossing(per_pkt[_busy(g, det).index], det.threshold(f"{what}_per_pkt"), len(g))
+    if ev is not None:
+        return ev, 1.0
+    rate = g[what] / g["interval_s"]
+    per_burst = g[f"{what}_per_burst"][rate >= det.threshold(f"{what}_per_s").value]
+    ev = crossing(per_burst, det.threshold(f"{what}_per_burst"), len(g), "one per back-end batch: not suppressed")
+    return ev, 0.8
+
+
+def _notify_fix(path: Path, fallback: list[Recommendation]) -> list[Recommendation]:
+    """When the recording says suppression or EVENT_IDX is off, turning it on is the first thing to do."""
+    off = [k for k in ("event_idx", "suppression") if path.tunables.get(k) is False]
+    fixes = [
+        R.backend_tunable(
+            path,
+            k,
+            False,
+            True,
+            "EVENT_IDX / used-flags suppression (virtio 1.2 §2.7.7, §2.7.10): notifications only when the other side "
+            "asked for one, ≪ 1 per packet under load",
+            "none known; it is the virtio default (EVENT_IDX is renegotiated when the device restarts)",
+        )
+        for k in off
+    ]
+    rest = [
+        r for r in fallback if not (r.knob == "backend-tunable" and r.target.endswith(tuple(f"key={k}" for k in off)))
+    ]
+    return fixes + rest
+
+
 def kick_storm(rec: Recording, det: Detector) -> list[Finding]:
     out = []
     for path, g in _paths(rec):
-        ev = crossing(_busy(g, det)["kicks_per_pkt"], det.threshold("kicks_per_pkt"), len(g))
+        ev, quality = _per_pkt_or_burst(g, det, "kicks")
         if ev is None:
             continue
-        f = _finding(rec, det, path, ev)
+        f = _finding(rec, det, path, ev, quality)
         f.evidence.append(context("kicks", float(g["kicks"].sum() / g["interval_s"].sum()), "/s"))
         f.evidence.append(context("packets", float(g["pps"].mean()), "pps"))
         f.recommendations = R.ranked(
-            [
-                R.backend_tunable(
-                    path,
-                    "event_idx",
-                    False,
-                    True,
-                    "with VIRTIO_RING_F_EVENT_IDX the guest kicks only when the back-end asked to be woken: "
-                    "≪ 1 kick per packet under load",
-                    "none known; it is the virtio default (the guest must renegotiate: restart the device)",
-                ),
-                R.backend_tunable(
-                    path,
-                    "suppression",
-                    False,
-                    True,
-                    "the back-end sets VRING_USED_F_NO_NOTIFY while it is processing, so the guest does not kick",
-                    "none known",
-                ),
-                R.backend_tunable(
-                    path,
-                    "busy_poll_us",
-                    None,
-                    50,
-                    "a polling back-end keeps notifications disabled longer",
-                    "burns CPU while polling",
-                ),
-            ]
+            _notify_fix(
+                path,
+                [
+                    R.backend_tunable(
+                        path,
+                        "event_idx",
+                        False,
+                        True,
+                        "with VIRTIO_RING_F_EVENT_IDX the guest kicks only when the back-end asked to be woken: "
+                        "≪ 1 kick per packet under load",
+                        "none known; it is the virtio default (the guest must renegotiate: restart the device)",
+                    ),
+                    R.backend_tunable(
+                        path,
+                        "suppression",
+                        False,
+                        True,
+                        "the back-end sets VRING_USED_F_NO_NOTIFY while it is processing, so the guest does not kick",
+                        "none known",
+                    ),
+                    R.backend_tunable(
+                        path,
+                        "busy_poll_us",
+                        None,
+                        50,
+                        "a polling back-end keeps notifications disabled longer",
+                        "burns CPU while polling",
+                    ),
+                ],
+            )
         )
         out.append(f)
     return out
@@ -97,11 +135,10 @@ def kick_storm(rec: Recording, det: Detector) -> list[Finding]:
 def interrupt_storm(rec: Recording, det: Detector) -> list[Finding]:
     out = []
     for path, g in _paths(rec):
-        per_pkt = g[["calls_per_pkt", "irqs_per_pkt"]].max(axis=1, skipna=True)
-        ev = crossing(per_pkt[_busy(g, det).index], det.threshold("calls_per_pkt"), len(g))
+        ev, quality = _per_pkt_or_burst(g, det, "calls")
         if ev is None:
             continue
-        f = _finding(rec, det, path, ev)
+        f = _finding(rec, det, path, ev, quality)
         f.evidence.append(
             context("calls", float(g["calls"].sum() / g["interval_s"].sum()), "/s", "irqfd writes by the back-end")
         )
@@ -109,31 +146,34 @@ def interrupt_storm(rec: Recording, det: Detector) -> list[Finding]:
             context("KVM injections", float(g[["irqs", "injections"]].max(axis=1).sum() / g["interval_s"].sum()), "/s")
         )
         f.recommendations = R.ranked(
-            [
-                R.backend_tunable(
-                    path,
-                    "call_coalesce",
-                    1,
-                    8,
-                    "the back-end signals the guest once per 8 bursts (always before it sleeps)",
-                    "up to 8 bursts of extra RX latency",
-                ),
-                R.backend_tunable(
-                    path,
-                    "event_idx",
-                    False,
-                    True,
-                    "with EVENT_IDX the back-end interrupts only when the guest's used_event says it wants one",
-                    "none known (the guest renegotiates)",
-                ),
-                R.guest_command(
-                    f"guest of {path.name}",
-                    "ethtool -C eth0 rx-usecs 64 tx-usecs 64   # inside the guest (virtio-net coalescing, Linux ≥ 6.2)",
-                    "the guest's NAPI keeps interrupts off longer and takes bigger batches",
-                    "adds up to 64 µs latency per packet at low rates",
-                    "ethtool -C eth0 rx-usecs 0 tx-usecs 0",
-                ),
-            ]
+            _notify_fix(
+                path,
+                [
+                    R.backend_tunable(
+                        path,
+                        "call_coalesce",
+                        1,
+                        8,
+                        "the back-end signals the guest once per 8 bursts (always before it sleeps)",
+                        "up to 8 bursts of extra RX latency",
+                    ),
+                    R.backend_tunable(
+                        path,
+                        "event_idx",
+                        False,
+                        True,
+                        "with EVENT_IDX the back-end interrupts only when the guest's used_event says it wants one",
+                        "none known (the guest renegotiates)",
+                    ),
+                    R.guest_command(
+                        f"guest of {path.name}",
+                        "ethtool -C eth0 rx-usecs 64 tx-usecs 64   # in the guest (virtio-net coalescing, Linux ≥ 6.2)",
+                        "the guest's NAPI keeps interrupts off longer and takes bigger batches",
+                        "adds up to 64 µs latency per packet at low rates",
+                        "ethtool -C eth0 rx-usecs 0 tx-usecs 0",
+                    ),
+                ],
+            )
         )
         out.append(f)
     return out

@@ -76,6 +76,8 @@ def backend_tunable(path: Path, key: str, current: Any, proposed: Any, expected:
     """A live tunable of the vhtune back-end, set through its control socket (JSON lines)."""
     if path.backend_kind not in ("vhtune", "unknown"):
         return _other_backend(path, key, proposed, expected, risk)
+    if current is None or key in path.tunables:
+        current = path.tunables.get(key, current)  # the value the back-end reported, when recorded
     sock = path.control_socket or "<control socket given to vhtune backend --control>"
     line = json.dumps({"cmd": "set", key: proposed}, separators=(",", ":"))
     back = json.dumps({"cmd": "set", key: current}, separators=(",", ":")) if current is not None else None

@@ -59,7 +59,7 @@ DETECTORS: tuple[Detector, ...] = (
         "virtqueues fill up and the guest stalls or drops; the usual cause is a vCPU or a busy process pinned to "
         "the same CPU.",
         backend.contention,
-        supersedes=("backend-wakeup-latency", "backend-thread-saturated", "small-batches", "tap-drops"),
+        supersedes=("backend-wakeup-latency", "backend-thread-saturated", "tap-drops"),
         priority=9,
     ),
     Detector(
@@ -113,6 +113,14 @@ DETECTORS: tuple[Detector, ...] = (
                 "with EVENT_IDX suppression (virtio 1.2 §2.7.10) a busy queue needs ≪ 1 kick per packet",
             ),
             MIN_PPS,
+            Threshold(
+                "kicks_per_burst",
+                ">=",
+                0.9,
+                "/burst",
+                "back-end counters: a kick for every batch means the back-end never suppressed them (§2.7.10)",
+            ),
+            Threshold("kicks_per_s", ">=", 1000.0, "/s", "per-batch kicks matter only at a sustained rate"),
         ),
         "Each kick is a guest exit (ioeventfd) plus a back-end wake-up. At one per packet the notification path, "
         "not the data path, sets the packet rate: notification suppression or EVENT_IDX is off or ineffective.",
@@ -156,6 +164,14 @@ DETECTORS: tuple[Detector, ...] = (
                 "NAPI in the guest masks interrupts while polling: a healthy busy queue needs ≪ 1 per packet",
             ),
             MIN_PPS,
+            Threshold(
+                "calls_per_burst",
+                ">=",
+                0.9,
+                "/burst",
+                "back-end counters: a call after every batch ignores a polling driver's suppression (§2.7.7)",
+            ),
+            Threshold("calls_per_s", ">=", 1000.0, "/s", "per-batch interrupts matter only at a sustained rate"),
         ),
         "Each call is an irqfd write and a KVM interrupt injection, usually a guest exit and a vCPU wake-up. At "
         "one per packet the guest spends its time entering and leaving its interrupt handler.",
