@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from vhtune.errors import UsageError
-from vhtune.lab import scenarios
+from vhtune.lab import names, netns, scenarios
 from vhtune.lab.backends import BackendOptions
-from vhtune.lab.faults import FAULTS, FaultSet, Placement
+from vhtune.lab.faults import FAULTS, FaultContext, FaultSet, Placement
 
 
 def test_fault_flags_parse_and_plan() -> None:
@@ -66,3 +66,28 @@ def test_rx_starve_stops_delivery(no_leftovers: None) -> None:
     assert starved["throughput"]["pps"] < 0.8 * base["throughput"]["pps"]
     # DPDK's vhost PMD counts what it could not place on the starved ring.
     assert starved["drops"]["to_guest_ring_full"] > base["drops"]["to_guest_ring_full"]
+
+
+def test_netem_applies_or_says_why(no_leftovers: None) -> None:
+    """On a veth between two lab namespaces (no guest needed): with netem the RTT grows by ≥ 2 ms; on a kernel
+    without sch_netem (this lab host) the fault says so instead of failing the scenario."""
+    with netns.Netns() as a, netns.Netns() as b:
+        ia, ib = names.lab_name("va"), names.lab_name("vb")
+        netns.veth_pair(a, ia, b, ib)
+        a.addr(ia, "10.78.0.1/24")
+        b.addr(ib, "10.78.0.2/24")
+        fs = FaultSet.parse(["netem"])
+        try:
+            fs.start(FaultContext(duration=5, netns=b, tap=ib))
+            out = a.run(["busybox", "ping", "-c", "20", "-A", "-W", "2", "10.78.0.2"], timeout=20, check=False).stdout
+        finally:
+            fs.stop()
+        note = fs.notes["netem"]
+        if note.startswith("not applied"):
+            assert "netem" in note and "unknown" in note
+            assert " 0% packet loss" in out
+        else:
+            avg = float(out.rsplit("=", 1)[1].split("/")[1])
+            assert avg >= 2.0
+        # Undone either way: no netem qdisc left on the veth.
+        assert "netem" not in b.run(["tc", "qdisc", "show", "dev", ib]).stdout

@@ -1,0 +1,85 @@
+"""`vhtune lab …` at the process edge: JSON out, one-sentence errors, and `lab clean` by naming only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from vhtune.lab import hygiene, names, netns
+
+
+def _vhtune(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vhtune", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_lab_list_json() -> None:
+    cp = _vhtune("lab", "list", "--json")
+    assert cp.returncode == 0, cp.stderr
+    data = json.loads(cp.stdout)
+    got = {s["name"] for s in data["scenarios"]}
+    assert {"guest-ping", "guest-pktgen", "guest-iperf3", "dpdk-sink", "dpdk-gen", "kvm-irqfd"} <= got
+    assert "cpu-hog" in data["faults"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("lab", "run", "warp"), "scenario 'warp' is unknown"),
+        (("lab", "run", "dpdk-sink", "--fault", "gremlins"), "fault 'gremlins' is unknown"),
+        (("lab", "run", "dpdk-sink", "--duration", "0"), "duration 0 s is out of range"),
+        (("lab", "run", "dpdk-sink", "--backend", "dpdk", "--fault", "no-event-idx"), "needs the vhtune back-end"),
+        (("lab", "run", "kvm-irqfd", "--count", "70000"), "count 70000 is out of range"),
+    ],
+)
+def test_bad_input_is_one_sentence(args: tuple[str, ...], needle: str, require_root: None) -> None:
+    cp = _vhtune(*args)
+    assert cp.returncode == 2, cp
+    assert needle in cp.stderr and "Traceback" not in cp.stderr
+
+
+@pytest.mark.slow
+def test_lab_run_json_summary(no_leftovers: None) -> None:
+    cp = _vhtune("lab", "run", "dpdk-sink", "--duration", "1", "--json")
+    assert cp.returncode == 0, cp.stderr
+    s = json.loads(cp.stdout)
+    assert s["scenario"] == "dpdk-sink" and s["ok"] and s["throughput"]["pps"] > 0
+    assert s["elapsed_s"] < 30
+    assert s["backend_stats"]["from_guest_packets"] > 0
+
+
+def _dead_pid() -> int:
+    for pid in range(4_000_000, 4_194_304):
+        if not psutil.pid_exists(pid):
+            return pid
+    raise AssertionError("no free pid")
+
+
+def test_clean_removes_dead_runs_only(no_leftovers: None) -> None:
+    dead = _dead_pid()
+    stale = netns.Netns(names.lab_name("n", pid=dead)).create()
+    live = netns.Netns()  # carries this (live) process's pid
+    live.create()
+    stale_file = names.run_dir() / f"{names.lab_name('s', pid=dead)}.sock"
+    stale_file.write_text("")
+    try:
+        dry = hygiene.clean(dry_run=True)
+        assert stale.name in dry.netns and stale.name in netns.list_netns()
+        cp = _vhtune("lab", "clean", "--json", timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        rep = json.loads(cp.stdout)
+        assert stale.name in rep["netns"] and str(stale_file) in rep["files"]
+        assert stale.name not in netns.list_netns() and not stale_file.exists()
+        assert live.name in netns.list_netns() and live.name in rep["kept_live"]
+    finally:
+        live.destroy()
+        stale.created = True
+        stale.destroy()
+        stale_file.unlink(missing_ok=True)
+    assert os.getpid() == names.pid_of(live.name)
