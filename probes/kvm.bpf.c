@@ -19,7 +19,6 @@ static __always_inline void vht_irq(u32 gsi, u32 kind, u32 level)
         struct vht_notify_stats *st = notify_stats.lookup(&key.slot);
         if (st)
             st->injections++;
-        pending.delete(&tid);
     }
     u64 *n = irqs.lookup(&key);
     if (!n) {

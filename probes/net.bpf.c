@@ -1,22 +1,34 @@
 /* net family: packets/bytes per target tap and kfree_skb drops attributed to it. The net tracepoints carry
  * the device only as `name` (__data_loc string), so taps are matched by name (a netns-blind key: lab taps
  * carry the pid in their names). skb:kfree_skb has no device at all: the skb address seen at
- * net_dev_queue / netif_receive_skb on a target tap is remembered in an LRU map and looked up at kfree_skb;
- * consume_skb forgets it so a recycled address is not blamed on the tap. */
+ * net_dev_queue / netif_receive_skb on a target tap is remembered in a direct-mapped cache and looked up
+ * at kfree_skb; consume_skb forgets it so a recycled address is not blamed on the tap. */
 
 /* enum skb_drop_reason only types the 4-byte `reason` field; its values come from the running kernel. */
 #include <net/dropreason.h>
 
 BPF_HASH(taps, struct vht_ifname, u32, VHT_MAX_TAPS); /* name → tap slot, written by user space */
 BPF_PERCPU_ARRAY(tap_stats, struct vht_tap_stats, VHT_MAX_TAPS);
-BPF_TABLE("lru_hash", u64, struct vht_skb_owner, skb_owner, VHT_SKB_TRACK);
+BPF_ARRAY(skb_owner, struct vht_skb_owner, VHT_SKB_TRACK);
 BPF_HASH(drops, struct vht_drop_key, u64, VHT_HASH_ENTRIES);
+
+/* sk_buff heads come from a slab of 256-byte objects: drop the low 8 bits before indexing. */
+static __always_inline u32 vht_skb_idx(u64 skb)
+{
+    return (u32)(skb >> 8) & (VHT_SKB_TRACK - 1);
+}
 
 static __always_inline void vht_own_skb(u64 skb, u32 slot, u32 dir)
 {
-    struct vht_skb_owner o = {.slot = slot, .dir = dir};
-    if (skb_owner.update(&skb, &o) != 0)
+    u32 idx = vht_skb_idx(skb);
+    struct vht_skb_owner *o = skb_owner.lookup(&idx);
+    if (!o)
+        return;
+    if (o->skb && o->skb != skb)
         vht_lose(VHT_LOST_SKB);
+    o->skb = skb;
+    o->slot = slot;
+    o->dir = dir;
 }
 
 TRACEPOINT_PROBE(net, netif_receive_skb)
@@ -75,11 +87,12 @@ TRACEPOINT_PROBE(net, net_dev_xmit)
 TRACEPOINT_PROBE(skb, kfree_skb)
 {
     u64 skb = (u64)args->skbaddr;
-    struct vht_skb_owner *o = skb_owner.lookup(&skb);
-    if (!o)
+    u32 idx = vht_skb_idx(skb);
+    struct vht_skb_owner *o = skb_owner.lookup(&idx);
+    if (!o || o->skb != skb)
         return 0;
     struct vht_drop_key key = {.slot = o->slot, .dir = o->dir, .reason = args->reason};
-    skb_owner.delete(&skb);
+    o->skb = 0;
     u64 *n = drops.lookup(&key);
     if (!n) {
         u64 zero = 0;
@@ -95,6 +108,9 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 TRACEPOINT_PROBE(skb, consume_skb)
 {
     u64 skb = (u64)args->skbaddr;
-    skb_owner.delete(&skb);
+    u32 idx = vht_skb_idx(skb);
+    struct vht_skb_owner *o = skb_owner.lookup(&idx);
+    if (o && o->skb == skb)
+        o->skb = 0;
     return 0;
 }

@@ -3,7 +3,7 @@
  * (→ irqfd → guest interrupt) and reads the kick eventfd; a user-space front-end writes kicks. Only the
  * syscall entry is traced: the fd number is all we need, and the count of eventfd_write() calls is exact. */
 
-BPF_HASH(notify_fds, struct vht_fd_key, u32, VHT_MAX_FDS); /* (tgid, fd) → fd slot */
+BPF_HASH(notify_fds, struct vht_fd_key, u32, VHT_MAX_FDS); /* (tgid, fd) → fd slot | VHT_FD_MAY_INJECT */
 BPF_PERCPU_ARRAY(notify_stats, struct vht_notify_stats, VHT_MAX_FDS);
 /* tid → the fd slot it just wrote: an irqfd injection on its fast path (MSI) runs inside that write. */
 BPF_TABLE("lru_hash", u32, struct vht_pending, pending, VHT_MAX_FDS);
@@ -21,11 +21,17 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write)
     u32 *slot = vht_fd_slot(args->fd, &pid_tgid);
     if (!slot)
         return 0;
-    u32 s = *slot;
+    u32 v = *slot;
+    u32 s = v & VHT_FD_SLOT_MASK;
     struct vht_notify_stats *st = notify_stats.lookup(&s);
     if (st)
         st->writes++;
+    if (!(v & VHT_FD_MAY_INJECT))
+        return 0;
     u32 tid = (u32)pid_tgid;
+    struct vht_pending *cur = pending.lookup(&tid);
+    if (cur && cur->slot == s)
+        return 0; /* unchanged: a lookup is far cheaper than an LRU update */
     struct vht_pending p = {.slot = s};
     if (pending.update(&tid, &p) != 0)
         vht_lose(VHT_LOST_PENDING);
@@ -38,7 +44,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_read)
     u32 *slot = vht_fd_slot(args->fd, &pid_tgid);
     if (!slot)
         return 0;
-    u32 s = *slot;
+    u32 s = *slot & VHT_FD_SLOT_MASK;
     struct vht_notify_stats *st = notify_stats.lookup(&s);
     if (st)
         st->reads++;

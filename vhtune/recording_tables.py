@@ -188,8 +188,8 @@ LOST = register(
             Column("drop_map_full", "int64", ""),
             Column("irq_map_full", "int64", ""),
             Column("wake_map_full", "int64", ""),
-            Column("skb_owner_update", "int64", ""),
-            Column("pending_update", "int64", ""),
+            Column("skb_owner_update", "int64", "in-flight tap skbs evicted from the drop-attribution cache"),
+            Column("pending_update", "int64", "failed updates of the per-thread last-eventfd map"),
             Column("vhost_map_full", "int64", ""),
         ),
     )

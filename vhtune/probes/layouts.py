@@ -10,6 +10,7 @@ from vhtune.errors import ProbeError
 
 RUNQ_BUCKETS = 40  # VHT_RUNQ_BUCKETS
 NOSLOT = 0xFFFFFFFF  # VHT_NOSLOT
+FD_MAY_INJECT = 0x80000000  # VHT_FD_MAY_INJECT: notify_fds value bit
 DIR_RX = 0
 DIR_TX = 1
 DIRECTIONS = {DIR_RX: "rx", DIR_TX: "tx"}
@@ -86,7 +87,7 @@ class TapStats(ct.Structure):
 
 
 class SkbOwner(ct.Structure):
-    _fields_ = [("slot", ct.c_uint32), ("dir", ct.c_uint32)]
+    _fields_ = [("skb", ct.c_uint64), ("slot", ct.c_uint32), ("dir", ct.c_uint32)]
 
 
 class DropKey(ct.Structure):
@@ -143,7 +144,7 @@ MAPS: dict[str, tuple[Any, Any]] = {
     "competitors": (CompKey, CompVal),
     "taps": (IfName, ct.c_uint32),
     "tap_stats": (ct.c_uint32, TapStats),
-    "skb_owner": (ct.c_uint64, SkbOwner),
+    "skb_owner": (ct.c_uint32, SkbOwner),
     "drops": (DropKey, ct.c_uint64),
     "notify_fds": (FdKey, ct.c_uint32),
     "notify_stats": (ct.c_uint32, NotifyStats),

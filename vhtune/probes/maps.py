@@ -17,7 +17,7 @@ from typing import Any
 from vhtune.errors import ProbeError
 from vhtune.probes import layouts as L
 from vhtune.probes.loader import Probes
-from vhtune.probes.targets import FdTarget, TapTarget, TargetSet, ThreadTarget
+from vhtune.probes.targets import ROLE_KICK, FdTarget, TapTarget, TargetSet, ThreadTarget
 
 THREAD_FIELDS = [f[0] for f in L.ThreadStats._fields_]
 TAP_FIELDS = [f[0] for f in L.TapStats._fields_]
@@ -185,7 +185,8 @@ class ProbeMaps:
         slot = ct.c_uint32(self.fd_slots.take(key))
         stats = self._t("notify_stats")
         stats[slot] = stats.Leaf()
-        self._t("notify_fds")[L.FdKey(f.pid, f.fd)] = slot
+        may_inject = f.role != ROLE_KICK  # a call eventfd, or one whose role is unknown, may be an irqfd
+        self._t("notify_fds")[L.FdKey(f.pid, f.fd)] = ct.c_uint32(slot.value | (L.FD_MAY_INJECT if may_inject else 0))
         self._last_fds[key] = [0] * len(NOTIFY_FIELDS)
 
     def _drop_fd(self, key: tuple[int, int]) -> None:
