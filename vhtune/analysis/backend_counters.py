@@ -49,7 +49,7 @@ class BackendSampler:
             reply = self.client.stats()
         except VhtuneError:
             return []
-        self.tunables = dict(reply.get("tunables") or {})
+        self.tunables = {**dict(reply.get("tunables") or {}), "port": str(reply.get("port", ""))}
         pid = self.pid = int(reply.get("pid", -1))
         rows = []
         for q in reply.get("queues", []):

@@ -196,6 +196,12 @@ def wakeup_latency(rec: Recording, det: Detector) -> list[Finding]:
             continue
         f = _finding(rec, det, tid, g, ev)
         comm = str(g["comm"].iloc[-1])
+        comp = _competitors(rec, tid)
+        if len(comp):
+            top = comp.iloc[0]
+            who = _who(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
+            f.evidence.append(context("ran before it", float(top["ns"]) / 1e6, "ms", f"{who} on CPU {int(top['cpu'])}"))
+            f.details["competitor"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()}
         recs = [R.sched_fifo(tid, comm, "its wake-up → run latency drops to the scheduler's preemption cost")]
         if path is not None:
             recs.append(

@@ -99,15 +99,33 @@ def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
     return out
 
 
+def _generator_stalls(rec: Recording, pid: int | None) -> pd.Series | None:
+    """Per interval: did a generating back-end's RX queues deliver nothing after having delivered before?"""
+    bq = rec.backend_queues
+    if pid is None or not len(bq):
+        return None
+    rx = bq[(bq["pid"] == pid) & (bq["dir"] == "rx")].groupby(level="ts")["packets"].sum()
+    if not len(rx) or not (rx > 0).any():
+        return None
+    started = (rx > 0).cummax()
+    return started & (rx == 0)
+
+
 def rx_ring_starved(rec: Recording, det: Detector) -> list[Finding]:
     out = []
     th = det.threshold("no_rx_buffer_pct")
     idle = det.threshold("backend_oncpu_pct_max").value
     for path, g in _paths(rec):
         counted = bool(g["no_rx_buffer_drops"].sum() > 0)
+        stalled = (
+            _generator_stalls(rec, path.backend_pid) if str(path.tunables.get("port", "")).startswith("gen") else None
+        )
         if counted:
             pct = 100.0 * g["no_rx_buffer_drops"] / g["packets"].where(g["packets"] > 0)
             note = "back-end drops for lack of guest RX buffers (back-end counters)"
+        elif stalled is not None and stalled.any():
+            pct = 100.0 * stalled.astype("float64")
+            note = "a generator port always has frames: its RX delivery stopped because the ring had no free buffer"
         else:
             qlens = [_txqueuelen(rec, t) for t in path.taps]
             if not path.taps or any(q is not None and q < ADEQUATE_TXQUEUELEN for q in qlens):
