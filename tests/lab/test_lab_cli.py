@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -83,3 +85,32 @@ def test_clean_removes_dead_runs_only(no_leftovers: None) -> None:
         stale.destroy()
         stale_file.unlink(missing_ok=True)
     assert os.getpid() == names.pid_of(live.name)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_tears_everything_down(require_root: None) -> None:
+    p = subprocess.Popen(
+        [sys.executable, "-m", "vhtune", "lab", "run", "guest-ping", "--backend", "dpdk", "--duration", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until the run has its netns, back-end and guest up, then stop it the way a service manager would.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            kids = psutil.Process(p.pid).children(recursive=True)
+            if any("qemu" in c.name() for c in kids):
+                break
+            time.sleep(0.2)
+        assert hygiene.snapshot(p.pid, own_only=True)["netns"], "the run never created its netns"
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 7 and "interrupted" in err and "Traceback" not in err
+    left = hygiene.snapshot(p.pid, own_only=True)
+    assert not any(left[k] for k in ("netns", "links", "run_files", "hugepages")), left
+    assert not [q for q in hygiene.lab_processes() if any(f"{p.pid}x" in a for a in (q.info["cmdline"] or []))]

@@ -106,3 +106,16 @@ def test_kvm_irqfd_through_dpdk_vhost(no_leftovers: None) -> None:
     st = s["backend_stats"]
     assert isinstance(st, dict)
     assert st["from_guest_packets"] == n
+
+
+@pytest.mark.slow
+def test_record_runs_alongside_and_sees_the_injections(tmp_path: Path, no_leftovers: None) -> None:
+    out = tmp_path / "rec"
+    s = scenarios.run("kvm-irqfd", scenarios.RunOptions(duration=5, count=2000, record=out))
+    assert s["ok"], s["checks"]
+    rec = s["recording"]
+    assert rec["exit_code"] == 0 and rec["attached_after_s"] is not None, rec
+    import json
+
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["complete"] and man["rows"]["irqs"] > 0  # traffic started only after the probes attached

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -89,6 +90,11 @@ def lab_run(
     """Run scenario NAME and print its summary (throughput, drops, back-end stats)."""
     from vhtune.lab.scenarios import RunOptions, run
 
+    def _term(_sig: int, _frame: object) -> None:
+        # SIGTERM unwinds like Ctrl-C, so the scenario's teardown (processes, netns, sockets) still runs.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     opts = RunOptions(duration, backend, list(faults), queues, size, count, rate, record, reverse)
     summary = run(name, opts)
     if as_json:

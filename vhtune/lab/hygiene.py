@@ -38,7 +38,7 @@ def _hugepage_files() -> list[str]:
     return sorted(p.name for p in HUGEPAGES.iterdir() if p.name.startswith(PREFIX))
 
 
-def _lab_processes() -> list[psutil.Process]:
+def lab_processes() -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info.get("cmdline") or []
@@ -83,7 +83,7 @@ class CleanReport:
 def clean(dry_run: bool = False) -> CleanReport:
     """Remove leftovers of dead lab runs: processes, netns, root links, run-dir files, hugepage files."""
     rep = CleanReport()
-    for p in _lab_processes():
+    for p in lab_processes():
         cmd = " ".join(p.info.get("cmdline") or [])
         owners = [pid_of(w) for w in cmd.replace(",", " ").replace("=", " ").replace("/", " ").split()]
         owners_known = [o for o in owners if o is not None]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from vhtune.lab.proc import LabProcess
+
+ATTACH_TIMEOUT_S = 30.0
 
 
 class RecordHook:
@@ -17,6 +22,7 @@ class RecordHook:
     def __init__(self, out: Path | None) -> None:
         self.out = out
         self.proc: LabProcess | None = None
+        self.attached_after_s: float | None = None
 
     def start(self, pids: list[int], duration: float) -> None:
         if self.out is None or not pids:
@@ -27,6 +33,20 @@ class RecordHook:
             argv += ["-p", str(p)]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.proc = LabProcess(argv, log=self.out.parent / f".{self.out.name}.record.log", name="vhtune record")
+        self.attached_after_s = self._wait_attached()
+
+    def _wait_attached(self) -> float | None:
+        """Traffic must not start before the probes are attached: the recorder writes ``probes`` into its
+        manifest right after attaching (first flush)."""
+        assert self.out is not None and self.proc is not None
+        t0 = time.monotonic()
+        man = self.out / "manifest.json"
+        while time.monotonic() - t0 < ATTACH_TIMEOUT_S and self.proc.alive():
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                if "probes" in json.loads(man.read_text()):
+                    return round(time.monotonic() - t0, 2)
+            time.sleep(0.1)
+        return None
 
     def stop(self) -> dict[str, Any] | None:
         if self.proc is None or self.out is None:
@@ -40,4 +60,9 @@ class RecordHook:
         if log is not None:
             log.unlink(missing_ok=True)
         self.proc = None
-        return {"dir": str(self.out), "exit_code": rc, "tail": tail if rc else ""}
+        return {
+            "dir": str(self.out),
+            "exit_code": rc,
+            "attached_after_s": self.attached_after_s,
+            "tail": tail if rc else "",
+        }
