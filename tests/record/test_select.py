@@ -1,0 +1,79 @@
+"""Target selection from discovery snapshots (constructed here) and /proc, and role propagation."""
+
+from __future__ import annotations
+
+import os
+
+from vhtune.discover.model import (
+    ROLE_BACKEND,
+    ROLE_VCPU,
+    ROLE_VMM,
+    BackendInfo,
+    EventfdInfo,
+    Snapshot,
+    TapInfo,
+    ThreadInfo,
+    VMInfo,
+)
+from vhtune.probes.targets import FdTarget, TargetSet
+from vhtune.record.backend_ctl import propagate_roles
+from vhtune.record.select import Selection, build, proc_eventfds, proc_threads
+
+
+def _snap() -> Snapshot:
+    return Snapshot(
+        taken_at=0.0,
+        hostname="h",
+        kernel="k",
+        vms=[VMInfo(pid=100, vcpu_tids=[101])],
+        backends=[BackendInfo(pid=200, kind="dpdk", comm="dpdk-testpmd", thread_tids=[201])],
+        threads=[
+            ThreadInfo(100, 100, "qemu", ROLE_VMM),
+            ThreadInfo(100, 101, "CPU 0/KVM", ROLE_VCPU),
+            ThreadInfo(200, 201, "rte-worker-1", ROLE_BACKEND),
+            ThreadInfo(300, 300, "bash", "other"),
+        ],
+        taps=[TapInfo("tap0", 7, "root", owner_pids=(100,)), TapInfo("tapX", 8, "ns1", owner_pids=(999,))],
+        eventfds=[EventfdInfo(100, 20, 5), EventfdInfo(200, 30, 5), EventfdInfo(300, 3, 9)],
+    )
+
+
+def test_default_is_the_data_path_and_all_adds_vmm_threads() -> None:
+    ts = build(_snap(), Selection())
+    assert set(ts.threads) == {101, 201}
+    assert ts.threads[101].role == ROLE_VCPU and ts.threads[201].comm == "rte-worker-1"
+    assert set(ts.taps) == {"tap0", "tapX"}
+    assert set(ts.fds) == {(100, 20), (200, 30)}  # not bash's eventfd
+    assert set(build(_snap(), Selection(all=True)).threads) == {100, 101, 201}
+
+
+def test_pid_selection_reads_proc_and_keeps_discovered_roles() -> None:
+    me = os.getpid()
+    ts = build(_snap(), Selection(pids=(me,), taps=("tapZ",)))
+    assert set(ts.threads) == {tid for tid, _ in proc_threads(me)} and me in ts.threads
+    assert set(ts.taps) == {"tapZ"}
+    efd = os.eventfd(0)
+    try:
+        assert efd in dict(proc_eventfds(me))
+        assert (me, efd) in build(None, Selection(pids=(me,))).fds
+    finally:
+        os.close(efd)
+    assert proc_threads(2**22 + 1) == []  # above pid_max: gone, not an error
+
+
+def test_roles_spread_to_the_same_eventfd_in_other_processes() -> None:
+    ts = TargetSet()
+    ts.add_fd(FdTarget(200, 30, "kick", 1, 5))
+    ts.add_fd(FdTarget(100, 20, "eventfd", None, 5))
+    ts.add_fd(FdTarget(100, 21, "eventfd", None, 6))
+    propagate_roles(ts)
+    assert ts.fds[(100, 20)] == FdTarget(100, 20, "kick", 1, 5)
+    assert ts.fds[(100, 21)].role == "eventfd"
+
+
+def test_extra_targets_win_over_discovered_roles() -> None:
+    extra = TargetSet()
+    extra.add_fd(FdTarget(200, 30, "call", 0, 5))
+    ts = build(_snap(), Selection(extra=lambda: extra))
+    assert ts.fds[(200, 30)].role == "call"
+    assert ts.fds[(100, 20)].role == "call"  # same eventfd-id 5
