@@ -1,0 +1,118 @@
+"""VM churn: ten QEMU processes start and stop during one recording; re-discovery picks each VM's vCPU
+thread up and lets it go without a restart. The VMs are paused (-S, TCG, 16 MiB, no devices): they exist
+for discovery only and are killed by this test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vhtune.record import read_manifest, read_table
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def _qemu(name: str) -> subprocess.Popen[bytes]:
+    argv = [
+        "qemu-system-x86_64",
+        "-name",
+        f"{name},debug-threads=on",
+        "-S",
+        "-m",
+        "16",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-accel",
+        "tcg",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _vcpu_tid(pid: int, timeout: float = 10.0) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                if (task / "comm").read_text().startswith("CPU 0/"):
+                    return int(task.name)
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise TimeoutError(f"QEMU {pid} has no vCPU thread")
+
+
+def test_ten_vms_coming_and_going_are_picked_up_and_let_go(tmp_path: Path) -> None:
+    out = tmp_path / "rec"
+    rec = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vhtune",
+            "record",
+            "-o",
+            str(out),
+            "--duration",
+            "9",
+            "--interval",
+            "0.25",
+            "--refresh",
+            "0.4",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    vms: list[subprocess.Popen[bytes]] = []
+    vcpus: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 20
+        while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
+            assert rec.poll() is None and time.monotonic() < deadline, rec.stderr.read() if rec.stderr else ""
+            time.sleep(0.05)
+        for i in range(10):
+            vm = _qemu(f"vhrq{os.getpid()}x{i}")
+            vms.append(vm)
+            vcpus[vm.pid] = _vcpu_tid(vm.pid)
+            time.sleep(0.3)
+            if i >= 3:  # each VM lives ~1-1.5 s: at most four at a time
+                old = vms[i - 3]
+                old.kill()
+                old.wait(timeout=10)
+        time.sleep(1.2)
+        for vm in vms:
+            vm.kill()
+            vm.wait(timeout=10)
+        stdout, stderr = rec.communicate(timeout=30)
+    finally:
+        for vm in vms:
+            if vm.poll() is None:
+                vm.kill()
+                vm.wait(timeout=10)
+        if rec.poll() is None:
+            rec.kill()
+            rec.wait(timeout=10)
+    assert rec.returncode == 0, stderr
+    summary = json.loads(stdout)
+    m = read_manifest(out)
+    added = {a for ch in m["changes"] for a in ch["added"]}
+    removed = {r for ch in m["changes"] for r in ch["removed"]}
+    for pid, tid in vcpus.items():
+        assert any(a.startswith(f"thread {tid} (CPU 0/TCG, vcpu)") for a in added), (pid, tid, m["changes"])
+        assert f"thread {tid}" in removed, (pid, tid)
+    threads = read_table(out, "threads")
+    ours = threads[threads["tid"].isin(list(vcpus.values()))]
+    assert set(ours["tid"]) == set(vcpus.values())
+    assert set(ours["role"]) == {"vcpu"} and (ours["pid"].isin(list(vcpus))).all()
+    assert summary["stop_reason"] == "duration" and summary["lost_events"] == 0
