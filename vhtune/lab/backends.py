@@ -1,6 +1,6 @@
 """Back-ends a lab scenario can put behind its vhost-user socket, with one stats vocabulary for both.
 
-- ``vhtune``: the reference back-end, ``python -m vhtune backend --socket S --port P --control C``; stats come
+- ``vhtune``: the reference back-end, ``python -m vhtune.backend --socket S --port P --control C``; stats come
   from its control socket (per queue: packets, bytes, kicks, calls, bursts, drops).
 - ``dpdk``: DPDK's vhost PMD in testpmd: sink = rxonly, echo = macswap, gen = txonly, tap = io between the
   vhost port and a ``net_tap`` port (testpmd then runs inside the tap's netns, so the tap is born there).
@@ -96,7 +96,8 @@ class VhtuneBackend(LabBackend):
     def argv(self) -> list[str]:
         o = self.opts
         port = {"tap": f"tap:{o.tap}@{o.netns.name if o.netns else ''}", "gen": f"gen:{o.gen_size}"}.get(o.port, o.port)
-        argv = [sys.executable, "-m", "vhtune", "backend", "--socket", str(self.socket), "--port", port]
+        # The lean entry point: same options as `vhtune backend`, without the analysis stack's imports.
+        argv = [sys.executable, "-m", "vhtune.backend", "--socket", str(self.socket), "--port", port]
         argv += ["--control", str(self.control), "--queues", str(o.queues), "--burst", str(o.burst)]
         argv += ["--event-idx" if o.event_idx else "--no-event-idx"]
         argv += ["--notify-suppression" if o.suppression else "--no-notify-suppression"]
