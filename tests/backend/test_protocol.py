@@ -310,3 +310,44 @@ def test_rx_write_flag_and_gpa_translation(short_tmp: Path) -> None:
     finally:
         fe.close()
         r.stop()
+
+
+def test_client_mode_connects_and_reconnects(short_tmp: Path) -> None:
+    """--connect: the front-end listens; the back-end connects, and reconnects to the next listener."""
+    import socket
+    import threading
+
+    from tests.backend.frontend import Frontend
+    from vhtune.backend.daemon import BackendConfig, Daemon
+    from vhtune.backend.ports import parse_port
+    from vhtune.backend.stats import Tunables
+
+    path = str(short_tmp / "fe.sock")
+    cfg = BackendConfig(socket=path, port=parse_port("sink"), client=True, tunables=Tunables())
+    d = Daemon(cfg)
+    th = threading.Thread(target=d.run, daemon=True)
+    th.start()
+    try:
+        for k in range(2):
+            srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            srv.bind(path)
+            srv.listen(1)
+            srv.settimeout(5)
+            conn, _ = srv.accept()  # the back-end retries every 0.2 s until a listener exists
+            fe = Frontend(conn)
+            try:
+                fe.handshake()
+                fe.setup_queue(0)
+                fe.setup_queue(1)
+                fe.tx(1, [net.make_frame(64)] * 8)
+                assert len(fe.wait_used(1, 8)) == 8, f"cycle {k}"
+            finally:
+                fe.close()
+                srv.close()
+                os.unlink(path)
+            assert wait_for(lambda: not d.connected)
+        assert d.sessions == 2 and d.stats[1].packets == 16
+    finally:
+        d.request_stop()
+        th.join(10)
+    assert not th.is_alive()

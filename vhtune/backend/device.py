@@ -113,7 +113,7 @@ class NetDevice:
 
     def close(self) -> None:
         """Connection gone: stop rings, unmap memory, close every fd we kept."""
-        for vq in self.vqs:
+        for vq in reversed(self.vqs):  # TX before RX: an echo TX worker feeds its RX ring
             self._stop(vq)
             for attr in ("kick_fd", "call_fd", "err_fd"):
                 self._set_fd(vq, attr, None)
@@ -183,9 +183,11 @@ class NetDevice:
         finally:
             close_fds(msg.fds)
             msg.fds = []
-        was_running = [self.vqs[i] for i in sorted(self.running)]
+        # Stop TX before RX of each pair (descending index): an echo TX worker feeds its RX ring.
+        was_running = [self.vqs[i] for i in sorted(self.running, reverse=True)]
         for vq in was_running:
             self._stop(vq)
+        was_running.reverse()
         if self.mem is not None:
             self.mem.close()
         self.mem = new

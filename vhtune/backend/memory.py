@@ -154,23 +154,24 @@ class GuestMemory:
     def span(
         self, addrs: np.ndarray, lens: np.ndarray, min_len: int, max_len: int, want_offsets: bool = True
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Burst check: all (addr, len) inside the first region and min_len <= len <= max_len.
+        """Burst check: every (addr, len) inside the one region holding the lowest addr, min_len <= len <= max_len.
 
         A sufficient test from four reductions (min/max of addr and len); None means "use the exact
         per-descriptor path", not "invalid". Returns the region's bytes and int64 offsets (empty if not wanted).
         """
-        if not self.regions:
-            return None
-        r = self.regions[0]
         # ufunc.reduce directly: the ndarray.min/max wrappers cost ~1 µs each per burst.
         lo_len, hi_len = int(_MIN(lens)), int(_MAX(lens))
         if lo_len < min_len or hi_len > max_len:
             return None
-        start = r.desc.gpa
-        if int(_MIN(addrs)) < start or int(_MAX(addrs)) + hi_len > start + r.desc.size:
-            return None
-        offs = (addrs - np.uint64(start)).astype(np.int64) if want_offsets else _EMPTY
-        return r.arr, offs
+        lo = int(_MIN(addrs))
+        for r in self.regions:
+            start = r.desc.gpa
+            if start <= lo < start + r.desc.size:
+                if int(_MAX(addrs)) + hi_len > start + r.desc.size:
+                    return None
+                offs = (addrs - np.uint64(start)).astype(np.int64) if want_offsets else _EMPTY
+                return r.arr, offs
+        return None
 
     def locate(self, addrs: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorized: region index, offset and an ok mask for each (guest-physical addr, len) pair."""

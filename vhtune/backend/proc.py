@@ -31,7 +31,8 @@ class BackendProcess:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._logf, text=True)
         self.control = ControlClient(self.ctl)
         deadline = time.monotonic() + 15
-        while not (os.path.exists(self.sock) and os.path.exists(self.ctl)):
+        client = "--connect" in args  # then the front-end owns the vhost-user socket
+        while not ((client or os.path.exists(self.sock)) and os.path.exists(self.ctl)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise LabError(f"vhtune backend did not start: {self.log.read_text()[-500:]}")
