@@ -123,3 +123,15 @@ def test_cut_short_by_sigkill(tmp_path: Path) -> None:
     assert [f.id for f in findings] == ["backend-thread-saturated"]
     out = _cli("analyze", str(d))
     assert out.returncode == 0 and "cut short" in out.stdout
+
+
+def test_recording_without_any_interval(tmp_path: Path) -> None:
+    from vhtune.record.writer import RecordingWriter
+
+    d = tmp_path / "empty"
+    RecordingWriter(d, {"interval_s": 1.0, "discovery": None})  # manifest written, then "killed"
+    rec = api.load(d)
+    assert rec.intervals == 0 and api.analyze(rec) == []
+    assert "holds no interval" in api.render_report(rec, [], "html")
+    out = _cli("analyze", str(d))
+    assert out.returncode == 0 and "holds no interval" in out.stdout

@@ -33,6 +33,11 @@ def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...]) -> None:
     facts = f"{rec.intervals} intervals of {rec.interval_s:g} s, lost events {rec.lost_events}"
     if not rec.complete:
         facts += ", cut short (read up to its last flushed chunk)"
+    if rec.intervals == 0:
+        out.print(
+            f"{directory}: holds no interval yet (the recorder stopped before its first flush); nothing to judge."
+        )
+        return
     if not findings:
         out.print(f"{directory}: no bottleneck found ({facts}).")
         return

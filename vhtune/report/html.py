@@ -112,7 +112,9 @@ def render(rec: Recording, findings: list[Finding]) -> str:
     drops = _table(list(d.columns), d.head(20).to_numpy().tolist()) if len(d) else "<p>none</p>"
     status = "complete" if facts["complete"] else "cut short (read up to its last flushed chunk)"
     verdict = (
-        f"<p><b>{len(findings)}</b> finding(s); top: <code>{escape(findings[0].id)}</code> on "
+        "<p><b>The recording holds no interval</b> (the recorder stopped before its first flush).</p>"
+        if rec.intervals == 0
+        else f"<p><b>{len(findings)}</b> finding(s); top: <code>{escape(findings[0].id)}</code> on "
         f"{escape(findings[0].subject)}</p>"
         if findings
         else "<p><b>No bottleneck found</b>: every detector stayed below its thresholds.</p>"
