@@ -334,6 +334,8 @@ def test_client_mode_connects_and_reconnects(short_tmp: Path) -> None:
             srv.listen(1)
             srv.settimeout(5)
             conn, _ = srv.accept()  # the back-end retries every 0.2 s until a listener exists
+            srv.close()  # else the back-end's reconnect after this session would queue in the backlog
+            os.unlink(path)
             fe = Frontend(conn)
             try:
                 fe.handshake()
@@ -343,11 +345,36 @@ def test_client_mode_connects_and_reconnects(short_tmp: Path) -> None:
                 assert len(fe.wait_used(1, 8)) == 8, f"cycle {k}"
             finally:
                 fe.close()
-                srv.close()
-                os.unlink(path)
             assert wait_for(lambda: not d.connected)
         assert d.sessions == 2 and d.stats[1].packets == 16
     finally:
         d.request_stop()
         th.join(10)
     assert not th.is_alive()
+
+
+def test_qemu_order_enable_before_set_features(backend: Running) -> None:
+    """QEMU 7.2 sends SET_VRING_ENABLE (and SET_VRING_CALL) right after SET_PROTOCOL_FEATURES, before
+    SET_FEATURES; protocol features are in use from SET_PROTOCOL_FEATURES on."""
+    fe = backend.connect()
+    try:
+        feats = fe.get_u64(Req.GET_FEATURES)
+        p = fe.get_u64(Req.GET_PROTOCOL_FEATURES)
+        fe.send(Req.SET_PROTOCOL_FEATURES, m.U64.pack(p))
+        assert fe.get_u64(Req.GET_QUEUE_NUM) == 1
+        fe.send(Req.SET_OWNER)
+        call = os.eventfd(0, os.EFD_NONBLOCK)
+        fe.send(Req.SET_VRING_CALL, m.U64.pack(0), [call])
+        os.close(call)
+        for q in (0, 1):
+            fe.send(Req.SET_VRING_ENABLE, m.VRING_STATE.pack(q, 0), flags=m.VERSION | m.FLAG_NEED_REPLY)
+            assert fe.recv_reply()[2] == m.U64.pack(0)
+        fe.send(Req.SET_FEATURES, m.U64.pack(feats))
+        fe.features = feats
+        fe.set_mem_table()
+        fe.setup_queue(0)
+        fe.setup_queue(1)
+        fe.tx(1, [net.make_frame(64)] * 4)
+        assert len(fe.wait_used(1, 4)) == 4
+    finally:
+        fe.close()

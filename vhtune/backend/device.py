@@ -59,6 +59,7 @@ class NetDevice:
         self.owner = False
         self.features: int | None = None
         self.protocol: int = 0
+        self.protocol_set = False
         self.mem: GuestMemory | None = None
         self.running: set[int] = set()
         self.mtu: int | None = None
@@ -67,6 +68,12 @@ class NetDevice:
     # --- helpers ------------------------------------------------------------------------------------------
     def has(self, bit: int) -> bool:
         return bool(self.features is not None and self.features >> bit & 1)
+
+    @property
+    def proto_active(self) -> bool:
+        """Protocol features are in use once the front-end sent SET_PROTOCOL_FEATURES (bit 30 was offered in
+        GET_FEATURES) or acked bit 30 in SET_FEATURES. QEMU 7.2 sends SET_VRING_ENABLE before SET_FEATURES."""
+        return self.protocol_set or self.has(net.VHOST_USER_F_PROTOCOL_FEATURES)
 
     def proto(self, bit: int) -> bool:
         return bool(self.protocol >> bit & 1)
@@ -82,7 +89,7 @@ class NetDevice:
 
     def _can_run(self, vq: Virtqueue) -> bool:
         started = vq.kick_fd is not None or vq.kick_polling
-        enabled = vq.enabled or not self.has(net.VHOST_USER_F_PROTOCOL_FEATURES)
+        enabled = vq.enabled or not self.proto_active
         return bool(started and enabled and vq.num and vq.addrs and self.mem is not None and not vq.broken)
 
     def _update(self, vq: Virtqueue) -> None:
@@ -171,6 +178,7 @@ class NetDevice:
         if extra:
             raise ProtocolError(f"bits {extra:#x} were not offered", msg.name, "features")
         self.protocol = f
+        self.protocol_set = True
 
     def _h_get_queue_num(self, msg: Message) -> bytes:
         return m.U64.pack(self.queue_pairs)
@@ -285,7 +293,7 @@ class NetDevice:
 
     def _h_set_vring_enable(self, msg: Message) -> None:
         vq, num = self._state(msg)
-        if not self.has(net.VHOST_USER_F_PROTOCOL_FEATURES):
+        if not self.proto_active:
             raise ProtocolError("needs VHOST_USER_F_PROTOCOL_FEATURES negotiated", msg.name, "request")
         if num > 1:
             raise ProtocolError(f"enable must be 0 or 1, got {num}", msg.name, "num")
