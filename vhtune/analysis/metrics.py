@@ -26,13 +26,18 @@ if TYPE_CHECKING:
 SATURATED_PCT = 90.0  # a thread at ≥ 90 % of one CPU has no headroom left (ARCHITECTURE.md)
 
 
+def _labels(s: pd.Series) -> pd.Series:
+    """Mapped path names, "" where none (a map with no hit comes back as float NaN, not as strings)."""
+    return s.astype("object").where(s.notna(), "").astype("string")
+
+
 def _path_col(rec: Recording, df: pd.DataFrame, pid_col: str = "pid", tid_col: str | None = None) -> pd.Series:
     by_pid = rec.topology.path_of_pid()
     out = df[pid_col].map(by_pid)
     if tid_col is not None:
         by_tid = rec.topology.path_of_tid()
         out = df[tid_col].map(by_tid).fillna(out)
-    return out.fillna("").astype("string")
+    return _labels(out)
 
 
 def hist_quantiles(hist: pd.DataFrame, by: str, qs: tuple[float, ...] = (0.5, 0.99)) -> pd.DataFrame:
@@ -170,7 +175,7 @@ def path_metrics(rec: Recording) -> pd.DataFrame:
     parts: list[pd.DataFrame] = []
     taps = rec.taps
     if len(taps):
-        t = taps.assign(path=taps["ifname"].map(rec.topology.path_of_tap()).fillna("").astype("string"))
+        t = taps.assign(path=_labels(taps["ifname"].map(rec.topology.path_of_tap())))
         t = t.assign(tap_packets=t["rx_packets"] + t["tx_packets"], bytes=t["rx_bytes"] + t["tx_bytes"])
         parts.append(_sum_by(t, ["tap_packets", "bytes", "drops"], {"drops": "tap_drops"}))
     bq = rec.backend_queues
@@ -205,7 +210,7 @@ def path_metrics(rec: Recording) -> pd.DataFrame:
     if len(irq):
         by_pid = rec.topology.path_of_pid()
         i = irq[(irq["kind"] == "msi") | (irq["level"] == 1)]
-        path = i["via_pid"].map(by_pid).fillna(i["pid"].map(by_pid)).fillna("").astype("string")
+        path = _labels(i["via_pid"].map(by_pid).fillna(i["pid"].map(by_pid)))
         parts.append(_sum_by(i.assign(path=path), ["count"], {"count": "irqs"}))
     tm = rec.thread_metrics
     be = tm[tm["role"].isin(BACKEND_ROLES) & (tm["path"] != "")]
@@ -268,11 +273,14 @@ def _interval_by_ts(rec: Recording) -> pd.Series:
 def tap_metrics(rec: Recording) -> pd.DataFrame:
     t = rec.taps
     iv = t["interval_s"].where(t["interval_s"] > 0)
-    pk = (t["rx_packets"] + t["tx_packets"]).astype("float64")
+    # Offered to the tap: on this kernel a full tun ring makes net_dev_xmit return an error (tx_errors) while
+    # net_dev_queue saw the packet (tx_queued); elsewhere xmit may report success and drop after.
+    offered = np.maximum(t["tx_queued"], t["tx_packets"] + t["tx_errors"])
+    pk = (t["rx_packets"] + offered).astype("float64")
     return pd.DataFrame(
         {
             "ifname": t["ifname"],
-            "path": t["ifname"].map(rec.topology.path_of_tap()).fillna("").astype("string"),
+            "path": _labels(t["ifname"].map(rec.topology.path_of_tap())),
             "rx_pps": t["rx_pps"],
             "tx_pps": t["tx_pps"],
             "drops": t["drops"],
