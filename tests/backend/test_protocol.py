@@ -378,3 +378,28 @@ def test_qemu_order_enable_before_set_features(backend: Running) -> None:
         assert len(fe.wait_used(1, 4)) == 4
     finally:
         fe.close()
+
+
+def test_call_fd_swapped_on_a_running_ring(backend: Running) -> None:
+    """QEMU re-sends SET_VRING_CALL on running rings (interrupt masking): signals go to the newest fd."""
+    fe = backend.connect()
+    try:
+        fe.handshake()
+        fe.setup_queue(0)
+        fe.setup_queue(1)
+        for _ in range(20):
+            new = os.eventfd(0, os.EFD_NONBLOCK)
+            fe.send(Req.SET_VRING_CALL, m.U64.pack(1), [new])
+            os.close(fe.call.pop(1))
+            fe.call[1] = new
+            fe.tx(1, [net.make_frame(64)] * 4)
+            assert len(fe.wait_used(1, 4)) == 4
+        fe.sync()
+        # EVENT_IDX: used_event 0 was crossed once; the last fd gets signals from the next crossing.
+        _, a, _ = fe.ring_addrs(1, 256)
+        struct.pack_into("<H", fe.mm, a + 4 + 2 * 256, fe.avail_idx[1])
+        fe.tx(1, [net.make_frame(64)])
+        assert len(fe.wait_used(1, 1)) == 1
+        assert wait_for(lambda: _eventfd_count(fe.call[1]) >= 1)
+    finally:
+        fe.close()

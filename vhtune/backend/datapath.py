@@ -36,16 +36,20 @@ class PortIO:
 
 
 class _RateLog:
-    """At most one log line per reason per second: a hostile driver must not flood the log."""
+    """At most one log line per reason per second: a hostile driver must not flood the log. Resource
+    conditions (a guest that does not refill, a full tap) are warnings; malformed guest data is an error."""
+
+    WARN = frozenset({"no_rx_buffer", "tap_full", "no_rx_ring"})
 
     def __init__(self) -> None:
         self.last: dict[str, float] = {}
 
-    def __call__(self, reason: str, err: object) -> None:
+    def __call__(self, reason: str, err: str) -> None:
         now = time.monotonic()
         if now - self.last.get(reason, 0.0) >= 1.0:
             self.last[reason] = now
-            log.error("vhost-user data path: %s (%s)", err, reason)
+            level = logging.WARNING if reason in self.WARN else logging.ERROR
+            log.log(level, "vhost-user data path: %s (%s)", err, reason)
 
 
 class QueuePath:

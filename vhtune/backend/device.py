@@ -112,11 +112,12 @@ class NetDevice:
         vq.detach()
 
     def _set_fd(self, vq: Virtqueue, attr: str, fd: int | None) -> None:
-        old = getattr(vq, attr)
-        setattr(vq, attr, fd)
-        if old is not None and old != fd:
-            with contextlib.suppress(OSError):
-                os.close(old)
+        with vq.call_lock:  # a running worker may be signalling through the old call fd
+            old = getattr(vq, attr)
+            setattr(vq, attr, fd)
+            if old is not None and old != fd:
+                with contextlib.suppress(OSError):
+                    os.close(old)
 
     def close(self) -> None:
         """Connection gone: stop rings, unmap memory, close every fd we kept."""

@@ -72,6 +72,7 @@ class Virtqueue:
         self.kick_fd: int | None = None
         self.call_fd: int | None = None
         self.err_fd: int | None = None
+        self.call_lock = threading.Lock()
         self.kick_polling = False  # SET_VRING_KICK with the no-fd bit: the worker polls avail.idx
         self.enabled = False
         self.event_idx = False
@@ -241,13 +242,16 @@ class Virtqueue:
         return old_used != self.used_idx and not int(self.avail_flags[0]) & AVAIL_F_NO_INTERRUPT
 
     def call(self) -> bool:
-        fd = self.call_fd
-        if fd is None:
-            return False
-        try:
-            os.eventfd_write(fd, 1)
-        except OSError:
-            return False
+        # Under call_lock: QEMU swaps call fds on a running ring (masking), and a closed fd number can be
+        # reused at once by the next SCM_RIGHTS fd — a stale write would land in some other file.
+        with self.call_lock:
+            fd = self.call_fd
+            if fd is None:
+                return False
+            try:
+                os.eventfd_write(fd, 1)
+            except OSError:
+                return False
         return True
 
     # --- kick side ----------------------------------------------------------------------------------------
