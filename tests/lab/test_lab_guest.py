@@ -25,11 +25,6 @@ def test_guest_pings_the_lab_netns_through_dpdk_vhost(no_leftovers: None) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="vhtune backend rejects QEMU 7.2's SET_VRING_ENABLE sent before SET_FEATURES "
-    "(vhtune/backend/device.py: needs PROTOCOL_FEATURES negotiated); passes once the back-end accepts it",
-    strict=False,
-)
 def test_guest_pings_the_lab_netns_through_the_reference_backend(no_leftovers: None) -> None:
     s = _run("guest-ping", duration=3, backend="vhtune")
     assert s["ok"], s["checks"]
@@ -40,7 +35,7 @@ def test_guest_pings_the_lab_netns_through_the_reference_backend(no_leftovers: N
 @pytest.mark.slow
 def test_guest_pktgen_count_matches_backend_and_tap(no_leftovers: None) -> None:
     n = 20_000
-    s = _run("guest-pktgen", duration=5, backend="dpdk", count=n)
+    s = _run("guest-pktgen", duration=5, backend="vhtune", count=n)
     assert s["ok"], s["checks"]
     assert s["guest"]["sent"] == n
     assert s["backend_stats"]["from_guest_packets"] == s["guest"]["eth0_tx_total"] >= n
