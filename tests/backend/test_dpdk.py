@@ -144,3 +144,20 @@ def test_frontend_sigkill_and_reconnect_cycles(short_tmp: Path) -> None:
     finally:
         be.stop()
     assert "Traceback" not in be.log.read_text()
+
+
+def test_gen_reconnect_releases_guest_memory(short_tmp: Path) -> None:
+    """After a gen session the back-end holds no mapping or fd of the old guest memory."""
+    be = BackendProc(short_tmp, "gen:64", "--cpu", "1", lean=True)
+    try:
+        time.sleep(0.2)
+        fds0 = be.fds()
+        with fe(be.sock, "rxonly") as t:
+            assert wait_for(lambda: be.control.stats()["queues"][0]["running"])
+            t.run_for(0.5)
+        assert wait_for(lambda: not be.control.stats()["connected"])
+        assert wait_for(lambda: be.fds() == fds0, 3), sorted(be.fds() ^ fds0)
+        maps = Path(f"/proc/{be.pid}/maps").read_text()
+        assert "memfd" not in maps and "hugepages" not in maps
+    finally:
+        be.stop()

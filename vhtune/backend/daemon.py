@@ -170,6 +170,7 @@ class Daemon:
             with path.lock:
                 path.running = False
                 path.flush_calls()
+                path.release()
 
     # --- control ------------------------------------------------------------------------------------------
     def queue_report(self) -> list[dict[str, Any]]:

@@ -145,6 +145,13 @@ class Virtqueue:
         self.last_avail = (self.last_avail + n) & 0xFFFF
         return heads
 
+    def peek(self, n: int) -> np.ndarray:
+        """The next n heads (a copy) without consuming them."""
+        s = self.last_avail & (self.num - 1)
+        if s + n <= self.num:
+            return self.avail_ring[s : s + n].copy()
+        return self.avail_ring[(s + np.arange(n, dtype=np.uint32)) & (self.num - 1)]
+
     def descs(self, heads: np.ndarray) -> np.ndarray:
         """Copy of the head descriptors (heads must be < num)."""
         return self.desc[heads]
@@ -213,6 +220,18 @@ class Virtqueue:
         slots = (self.used_idx + np.arange(k, dtype=np.uint32)) & (self.num - 1)
         self.used_ring["id"][slots] = ids
         self.used_ring["len"][slots] = lens
+        self.used_idx = (self.used_idx + k) & 0xFFFF
+        self.used_hdr[1] = self.used_idx
+
+    def push_const(self, ids: np.ndarray, ln: int) -> None:
+        """Used entries that all carry the same len (one 64-bit store each: id low, len high)."""
+        k = len(ids)
+        vals = ids.astype(np.uint64) | np.uint64(ln << 32)
+        s = self.used_idx & (self.num - 1)
+        if s + k <= self.num:
+            self.used_u64[s : s + k] = vals
+        else:
+            self.used_u64[(s + np.arange(k, dtype=np.uint32)) & (self.num - 1)] = vals
         self.used_idx = (self.used_idx + k) & 0xFFFF
         self.used_hdr[1] = self.used_idx
 
