@@ -177,6 +177,7 @@ def guest_pktgen(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack
         "backend_stats": _strip(bst),
         **extra,
         "checks": {
+            "traffic": sent > 0,
             "count_reached": opts.count == 0 or sent == opts.count,
             "backend_count_equals_guest": bst["from_guest_packets"] == total_tx,
             "tap_count_equals_backend": extra["tap"]["rx_packets"] == bst["from_guest_packets"],
