@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import lzma
@@ -61,34 +63,72 @@ def cache_root() -> Path:
 
 
 # --- package facts --------------------------------------------------------------------------------------
-def kernel_package() -> tuple[str, str]:
-    """(package, version) of the Debian kernel image ``linux-image-amd64`` depends on."""
+def kernel_package(root: Path | None = None) -> tuple[str, str]:
+    """(package, version) of the Debian kernel image ``linux-image-amd64`` depends on.
+
+    apt-cache takes seconds on a loaded host, so the answer is remembered next to the cache and reused while
+    apt's package cache (rebuilt by ``apt-get update``) is unchanged."""
+    memo = (root or cache_root()) / "kernel-package.json"
+    stamp = _apt_stamp()
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        m = json.loads(memo.read_text())
+        if m["apt_stamp"] == stamp:
+            return str(m["package"]), str(m["version"])
     out = run(["apt-cache", "depends", "linux-image-amd64"]).stdout
-    m = re.search(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)", out)
-    if not m:
+    dep = re.search(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)", out)
+    if not dep:
         raise CapabilityError(
             "apt knows no linux-image-amd64 kernel", hint="run `apt-get update` (part of `make setup`)"
         )
-    pkg = m.group(1)
+    pkg = dep.group(1)
     show = run(["apt-cache", "show", "--no-all-versions", pkg]).stdout
     v = re.search(r"^Version:\s*(\S+)", show, re.MULTILINE)
     if not v:
         raise CapabilityError(f"apt has no version for {pkg}", hint="run `apt-get update`")
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps({"apt_stamp": stamp, "package": pkg, "version": v.group(1)}))
     return pkg, v.group(1)
 
 
-def _owner(path: str) -> tuple[str, str]:
-    """(package, version) that installed ``path``; Debian 12's merged /usr may register either spelling."""
-    candidates = [path, os.path.realpath(path)]
-    candidates += [p.removeprefix("/usr") for p in candidates if p.startswith("/usr/")]
-    candidates += ["/usr" + p for p in candidates if not p.startswith("/usr/")]
-    for c in candidates:
-        cp = run(["dpkg-query", "-S", c], check=False)
-        if cp.returncode == 0:
-            pkg = cp.stdout.split(":", 1)[0].strip().split(",")[0].strip()
-            ver = run(["dpkg-query", "-W", "-f=${Version}", pkg]).stdout.strip()
-            return pkg, ver
-    raise CapabilityError(f"{path} belongs to no installed Debian package", hint="run `make setup`")
+def _apt_stamp() -> str:
+    parts = []
+    for p in (Path("/var/cache/apt/pkgcache.bin"), Path("/var/lib/apt/lists")):
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            parts.append(f"{p}:{st.st_mtime_ns}:{st.st_size}")
+    return "|".join(parts)
+
+
+def _spellings(path: str) -> list[str]:
+    # Debian 12's merged /usr registers a file under either its /usr or its root spelling.
+    out = [path, os.path.realpath(path)]
+    out += [p.removeprefix("/usr") for p in out if p.startswith("/usr/")]
+    out += ["/usr" + p for p in out if not p.startswith("/usr/")]
+    return list(dict.fromkeys(out))
+
+
+def _owners(paths: list[str]) -> dict[str, tuple[str, str]]:
+    """path → (package, version) that installed it, with one dpkg-query for all paths and one for versions."""
+    spell = {p: _spellings(p) for p in paths}
+    cp = run(["dpkg-query", "-S", *sorted({s for v in spell.values() for s in v})], check=False)
+    owner_of: dict[str, str] = {}
+    for line in cp.stdout.splitlines():
+        owners, _, where = line.partition(": ")
+        if where:
+            owner_of[where.strip()] = owners.split(",")[0].strip().split(":")[0]
+    pkg_of: dict[str, str] = {}
+    for p, ss in spell.items():
+        found = next((owner_of[s] for s in ss if s in owner_of), None)
+        if found is None:
+            raise CapabilityError(f"{p} belongs to no installed Debian package", hint="run `make setup`")
+        pkg_of[p] = found
+    pkgs = sorted(set(pkg_of.values()))
+    fmt = "${Package} ${Version}\n"
+    ver = dict(
+        ln.split(" ", 1) for ln in run(["dpkg-query", "-W", f"-f={fmt}", *pkgs]).stdout.splitlines() if " " in ln
+    )
+    return {p: (pk, ver.get(pk, "?")) for p, pk in pkg_of.items()}
 
 
 def _shared_libs(binary: str) -> list[str]:
@@ -99,14 +139,12 @@ def _shared_libs(binary: str) -> list[str]:
 
 def userland_files() -> dict[str, tuple[str, str]]:
     """Every guest userland file → its (package, version)."""
-    files: dict[str, tuple[str, str]] = {}
+    paths: list[str] = []
     for b in USER_BINARIES:
         if not Path(b).exists():
             raise CapabilityError(f"{b} is missing", hint="run `make setup` (busybox-static, iperf3)")
-        files[b] = _owner(b)
-        for lib in _shared_libs(b):
-            files[lib] = _owner(lib)
-    return files
+        paths += [b, *_shared_libs(b)]
+    return _owners(list(dict.fromkeys(paths)))
 
 
 def image_key(packages: dict[str, str]) -> str:
@@ -207,8 +245,8 @@ def _unpack_kernel(deb: Path, dest: Path) -> tuple[Path, Path]:
 
 
 # --- build ----------------------------------------------------------------------------------------------
-def current_packages() -> tuple[dict[str, str], dict[str, tuple[str, str]], tuple[str, str]]:
-    kpkg = kernel_package()
+def current_packages(root: Path | None = None) -> tuple[dict[str, str], dict[str, tuple[str, str]], tuple[str, str]]:
+    kpkg = kernel_package(root)
     files = userland_files()
     packages = {kpkg[0]: kpkg[1], **dict(files.values())}
     return packages, files, kpkg
@@ -216,7 +254,7 @@ def current_packages() -> tuple[dict[str, str], dict[str, tuple[str, str]], tupl
 
 def cached(root: Path | None = None) -> GuestImage | None:
     """The cached image for the current package versions, or None."""
-    packages, _files, _k = current_packages()
+    packages, _files, _k = current_packages(root)
     return _load(root or cache_root(), packages)
 
 
@@ -232,12 +270,21 @@ def _load(root: Path, packages: dict[str, str]) -> GuestImage | None:
 def ensure_image(root: Path | None = None, force: bool = False) -> GuestImage:
     """The guest image for the current package versions, building it when absent (or ``force``)."""
     root = root or cache_root()
-    packages, files, (kpkg, kver) = current_packages()
+    root.mkdir(parents=True, exist_ok=True)
+    packages, files, (kpkg, kver) = current_packages(root)
     if not force and (img := _load(root, packages)):
         return img
+    # One builder at a time (parallel test runs share the cache); a waiter finds the image built.
+    with open(root / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and (img := _load(root, packages)):
+            return img
+        return _build(root, packages, files, kpkg, kver)
+
+
+def _build(root: Path, packages: dict[str, str], files: dict[str, tuple[str, str]], kpkg: str, kver: str) -> GuestImage:
     key = image_key(packages)
     final = root / "image" / key
-    root.mkdir(parents=True, exist_ok=True)
     deb = _fetch_kernel_deb(kpkg, kver, root / "debs")
     with tempfile.TemporaryDirectory(prefix="vhl-image-", dir=root) as tmp:
         work = Path(tmp)
