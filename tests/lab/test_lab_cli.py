@@ -114,3 +114,12 @@ def test_sigterm_mid_run_tears_everything_down(require_root: None) -> None:
     left = hygiene.snapshot(p.pid, own_only=True)
     assert not any(left[k] for k in ("netns", "links", "run_files", "hugepages")), left
     assert not [q for q in hygiene.lab_processes() if any(f"{p.pid}x" in a for a in (q.info["cmdline"] or []))]
+
+
+@pytest.mark.slow
+def test_lab_image_json_reports_the_cached_image(require_root: None) -> None:
+    cp = _vhtune("lab", "image", "--json", timeout=600)
+    assert cp.returncode == 0, cp.stderr
+    info = json.loads(cp.stdout)
+    assert os.path.exists(info["kernel"]) and os.path.exists(info["initrd"])
+    assert any(p.startswith("linux-image-") for p in info["packages"])

@@ -106,6 +106,8 @@ def lab_run(
         )
         rows = [("throughput", k, v) for k, v in summary.get("throughput", {}).items()]
         rows += [("drops", k, v) for k, v in summary.get("drops", {}).items()]
+        rows += [("notify", k, v) for k, v in summary.get("notifications", {}).items() if v is not None]
+        rows += [("kvm tracepoint", k, v) for k, v in summary.get("kvm_tracepoints", {}).items()]
         rows += [("check", k, v) for k, v in summary.get("checks", {}).items()]
         rows += [("fault", k, v) for k, v in summary.get("fault_notes", {}).items()]
         con.print(table(None, ("", "what", "value"), rows))
