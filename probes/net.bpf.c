@@ -8,6 +8,7 @@
 #include <net/dropreason.h>
 
 BPF_HASH(taps, struct vht_ifname, u32, VHT_MAX_TAPS); /* name → tap slot, written by user space */
+BPF_ARRAY(ifname_len_filter, u32, VHT_IFNAME_LEN_SLOTS); /* name length incl. NUL → taps of that length */
 BPF_PERCPU_ARRAY(tap_stats, struct vht_tap_stats, VHT_MAX_TAPS);
 BPF_ARRAY(skb_owner, struct vht_skb_owner, VHT_SKB_TRACK);
 BPF_HASH(drops, struct vht_drop_key, u64, VHT_HASH_ENTRIES);
@@ -33,6 +34,10 @@ static __always_inline void vht_own_skb(u64 skb, u32 slot, u32 dir)
 
 TRACEPOINT_PROBE(net, netif_receive_skb)
 {
+    u32 len = args->data_loc_name >> 16; /* __data_loc: length in the high 16 bits */
+    u32 *nlen = ifname_len_filter.lookup(&len);
+    if (!nlen || !*nlen)
+        return 0;
     struct vht_ifname ifn = {};
     TP_DATA_LOC_READ_STR(ifn.name, name, sizeof(ifn.name));
     u32 *slot = taps.lookup(&ifn);
@@ -50,6 +55,10 @@ TRACEPOINT_PROBE(net, netif_receive_skb)
 
 TRACEPOINT_PROBE(net, net_dev_queue)
 {
+    u32 len = args->data_loc_name >> 16; /* __data_loc: length in the high 16 bits */
+    u32 *nlen = ifname_len_filter.lookup(&len);
+    if (!nlen || !*nlen)
+        return 0;
     struct vht_ifname ifn = {};
     TP_DATA_LOC_READ_STR(ifn.name, name, sizeof(ifn.name));
     u32 *slot = taps.lookup(&ifn);
@@ -66,6 +75,10 @@ TRACEPOINT_PROBE(net, net_dev_queue)
 
 TRACEPOINT_PROBE(net, net_dev_xmit)
 {
+    u32 len = args->data_loc_name >> 16; /* __data_loc: length in the high 16 bits */
+    u32 *nlen = ifname_len_filter.lookup(&len);
+    if (!nlen || !*nlen)
+        return 0;
     struct vht_ifname ifn = {};
     TP_DATA_LOC_READ_STR(ifn.name, name, sizeof(ifn.name));
     u32 *slot = taps.lookup(&ifn);

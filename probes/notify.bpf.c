@@ -5,12 +5,17 @@
 
 BPF_HASH(notify_fds, struct vht_fd_key, u32, VHT_MAX_FDS); /* (tgid, fd) → fd slot | VHT_FD_MAY_INJECT */
 BPF_PERCPU_ARRAY(notify_stats, struct vht_notify_stats, VHT_MAX_FDS);
+BPF_ARRAY(tgid_filter, u32, VHT_FILTER_SIZE); /* tgid & VHT_FILTER_MASK → watched fds behind it */
 /* tid → the fd slot it just wrote: an irqfd injection on its fast path (MSI) runs inside that write. */
 BPF_TABLE("lru_hash", u32, struct vht_pending, pending, VHT_MAX_FDS);
 
 static __always_inline u32 *vht_fd_slot(u64 fd, u64 *pid_tgid)
 {
     *pid_tgid = bpf_get_current_pid_tgid();
+    u32 k = (*pid_tgid >> 32) & VHT_FILTER_MASK;
+    u32 *n = tgid_filter.lookup(&k);
+    if (!n || !*n)
+        return 0;
     struct vht_fd_key key = {.tgid = *pid_tgid >> 32, .fd = (u32)fd};
     return notify_fds.lookup(&key);
 }

@@ -5,12 +5,23 @@
  * bpf_get_current_pid_tgid()/comm describe prev. */
 
 BPF_HASH(targets, u32, u32, VHT_MAX_THREADS); /* tid → thread slot, written by user space */
+BPF_ARRAY(tid_filter, u32, VHT_FILTER_SIZE);  /* tid & VHT_FILTER_MASK → targets behind it */
 BPF_PERCPU_ARRAY(thread_stats, struct vht_thread_stats, VHT_MAX_THREADS);
 BPF_ARRAY(thread_ts, struct vht_thread_ts, VHT_MAX_THREADS);
 BPF_PERCPU_ARRAY(runq_hist, struct vht_hist, VHT_MAX_THREADS);
 BPF_ARRAY(cpu_wait, struct vht_cpu_wait, VHT_MAX_CPUS);
 BPF_PERCPU_ARRAY(cpu_since, u64, 1); /* when the current task of this CPU was switched in */
 BPF_HASH(competitors, struct vht_comp_key, struct vht_comp_val, VHT_HASH_ENTRIES);
+
+static __always_inline u32 vht_thread_slot(u32 tid)
+{
+    u32 k = tid & VHT_FILTER_MASK;
+    u32 *n = tid_filter.lookup(&k);
+    if (!n || !*n)
+        return VHT_NOSLOT;
+    u32 *slot = targets.lookup(&tid);
+    return slot ? *slot : VHT_NOSLOT;
+}
 
 static __always_inline void vht_wait_enter(struct vht_thread_ts *ts, u32 cpu, u64 now)
 {
@@ -71,13 +82,8 @@ TRACEPOINT_PROBE(sched, sched_switch)
     u64 *since = cpu_since.lookup(&zero);
     u32 prev = args->prev_pid;
     u32 next = args->next_pid;
-    u32 ps = VHT_NOSLOT, ns = VHT_NOSLOT; /* slots by value: the verifier refuses OR-ing map pointers */
-    u32 *slot = targets.lookup(&prev);
-    if (slot)
-        ps = *slot;
-    slot = targets.lookup(&next);
-    if (slot)
-        ns = *slot;
+    u32 ps = vht_thread_slot(prev); /* slots by value: the verifier refuses OR-ing map pointers */
+    u32 ns = vht_thread_slot(next);
     if (!cw || !since)
         return 0;
     /* Fast path, taken by almost every switch on a host: no target involved and none waiting here. The
@@ -133,10 +139,9 @@ TRACEPOINT_PROBE(sched, sched_switch)
 
 static __always_inline void vht_on_wakeup(u32 tid, u32 target_cpu)
 {
-    u32 *slot = targets.lookup(&tid);
-    if (!slot)
+    u32 s = vht_thread_slot(tid);
+    if (s == VHT_NOSLOT)
         return;
-    u32 s = *slot;
     struct vht_thread_stats *st = thread_stats.lookup(&s);
     struct vht_thread_ts *ts = thread_ts.lookup(&s);
     if (!st || !ts)
@@ -163,11 +168,9 @@ TRACEPOINT_PROBE(sched, sched_wakeup_new)
 
 TRACEPOINT_PROBE(sched, sched_migrate_task)
 {
-    u32 tid = args->pid;
-    u32 *slot = targets.lookup(&tid);
-    if (!slot)
+    u32 s = vht_thread_slot(args->pid);
+    if (s == VHT_NOSLOT)
         return 0;
-    u32 s = *slot;
     struct vht_thread_stats *st = thread_stats.lookup(&s);
     struct vht_thread_ts *ts = thread_ts.lookup(&s);
     if (!st || !ts)

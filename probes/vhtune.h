@@ -30,6 +30,14 @@
 #define VHT_HASH_ENTRIES 4096
 #endif
 
+/* Pre-filters in front of the target hash maps: array lookups (inlined by the verifier, no hashing) that
+ * let the common case — an event of no interest — return early. Indexed by id & VHT_FILTER_MASK (tids,
+ * tgids) or by the tracepoint's name length (taps); values count the targets behind each entry, written by
+ * user space. A collision only costs the hash lookup it would have paid anyway. */
+#define VHT_FILTER_SIZE 65536
+#define VHT_FILTER_MASK (VHT_FILTER_SIZE - 1)
+#define VHT_IFNAME_LEN_SLOTS 17 /* __data_loc length of a device name: 1..16 bytes with the NUL */
+
 /* log2 run-queue histogram: bucket b counts waits with floor(log2(ns)) == b. 2^40 ns ≈ 18 min. */
 #define VHT_RUNQ_BUCKETS 40
 

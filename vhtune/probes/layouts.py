@@ -11,6 +11,7 @@ from vhtune.errors import ProbeError
 RUNQ_BUCKETS = 40  # VHT_RUNQ_BUCKETS
 NOSLOT = 0xFFFFFFFF  # VHT_NOSLOT
 FD_MAY_INJECT = 0x80000000  # VHT_FD_MAY_INJECT: notify_fds value bit
+FILTER_MASK = 0xFFFF  # VHT_FILTER_MASK: pre-filter arrays are indexed by id & FILTER_MASK
 DIR_RX = 0
 DIR_TX = 1
 DIRECTIONS = {DIR_RX: "rx", DIR_TX: "tx"}
@@ -152,6 +153,9 @@ MAPS: dict[str, tuple[Any, Any]] = {
     "wakes": (ct.c_uint32, WakeVal),
     "vhost_events": (VhostKey, VhostVal),
     "lost": (ct.c_uint32, ct.c_uint64),
+    "tid_filter": (ct.c_uint32, ct.c_uint32),
+    "tgid_filter": (ct.c_uint32, ct.c_uint32),
+    "ifname_len_filter": (ct.c_uint32, ct.c_uint32),
 }
 
 

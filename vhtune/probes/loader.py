@@ -28,17 +28,17 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "sched": (
         "sched.bpf.c",
         ("sched/sched_switch", "sched/sched_wakeup", "sched/sched_wakeup_new", "sched/sched_migrate_task"),
-        ("targets", "thread_stats", "thread_ts", "runq_hist", "cpu_wait", "competitors"),
+        ("targets", "thread_stats", "thread_ts", "runq_hist", "cpu_wait", "competitors", "tid_filter"),
     ),
     "net": (
         "net.bpf.c",
         ("net/netif_receive_skb", "net/net_dev_queue", "net/net_dev_xmit", "skb/kfree_skb", "skb/consume_skb"),
-        ("taps", "tap_stats", "skb_owner", "drops"),
+        ("taps", "tap_stats", "skb_owner", "drops", "ifname_len_filter"),
     ),
     "notify": (
         "notify.bpf.c",
         ("syscalls/sys_enter_write", "syscalls/sys_enter_read"),
-        ("notify_fds", "notify_stats"),
+        ("notify_fds", "notify_stats", "tgid_filter"),
     ),
     "kvm": (
         "kvm.bpf.c",

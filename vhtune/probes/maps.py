@@ -104,6 +104,12 @@ class ProbeMaps:
     def _t(self, name: str) -> Any:
         return self.bpf[name.encode()]
 
+    def _filter(self, table: str, index: int, delta: int) -> None:
+        """Count a target in (or out of) a pre-filter array entry (see VHT_FILTER_SIZE in vhtune.h)."""
+        t = self._t(table)
+        key = ct.c_uint32(index)
+        t[key] = ct.c_uint32(max(0, int(t[key].value) + delta))
+
     # --- targets ----------------------------------------------------------------------------------------
     def apply(self, want: TargetSet) -> Changes:
         """Make the maps watch exactly ``want`` (families that are not attached ignore their targets)."""
@@ -119,6 +125,7 @@ class ProbeMaps:
                 self.targets.threads[tid] = t
         if self.p.has("net"):
             for name in [n for n in self.targets.taps if n not in want.taps]:
+                self._filter("ifname_len_filter", len(name.encode()) + 1, -1)
                 del self._t("taps")[L.ifname_key(name)]
                 self.tap_slots.release(name)
                 self._last_taps.pop(name, None)
@@ -155,10 +162,12 @@ class ProbeMaps:
         # thread that never switches (a polling back-end alone on its CPU) would show 0 % until it does.
         ts[slot] = L.ThreadTs(time.monotonic_ns() if _running(t.pid, t.tid) else 0, 0, -1, 0)
         self._t("targets")[ct.c_uint32(t.tid)] = slot  # published last: the slot is clean by now
+        self._filter("tid_filter", t.tid & L.FILTER_MASK, +1)
         self._last_threads[t.tid] = [0] * len(THREAD_FIELDS)
         self._last_hist[t.tid] = [0] * L.RUNQ_BUCKETS
 
     def _drop_thread(self, tid: int) -> None:
+        self._filter("tid_filter", tid & L.FILTER_MASK, -1)
         with contextlib.suppress(KeyError):
             del self._t("targets")[ct.c_uint32(tid)]
         slot = ct.c_uint32(self.thread_slots.release(tid))
@@ -178,6 +187,7 @@ class ProbeMaps:
         stats = self._t("tap_stats")
         stats[slot] = stats.Leaf()
         self._t("taps")[L.ifname_key(t.name)] = slot
+        self._filter("ifname_len_filter", len(t.name.encode()) + 1, +1)
         self._last_taps[t.name] = [0] * len(TAP_FIELDS)
 
     def _add_fd(self, f: FdTarget) -> None:
@@ -188,8 +198,10 @@ class ProbeMaps:
         may_inject = f.role != ROLE_KICK  # a call eventfd, or one whose role is unknown, may be an irqfd
         self._t("notify_fds")[L.FdKey(f.pid, f.fd)] = ct.c_uint32(slot.value | (L.FD_MAY_INJECT if may_inject else 0))
         self._last_fds[key] = [0] * len(NOTIFY_FIELDS)
+        self._filter("tgid_filter", f.pid & L.FILTER_MASK, +1)
 
     def _drop_fd(self, key: tuple[int, int]) -> None:
+        self._filter("tgid_filter", key[0] & L.FILTER_MASK, -1)
         with contextlib.suppress(KeyError):
             del self._t("notify_fds")[L.FdKey(*key)]
         self.fd_slots.release(key)
