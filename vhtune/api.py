@@ -13,6 +13,7 @@ from pathlib import Path
 from vhtune.analysis.recording import Recording
 from vhtune.analysis.recording import load as _load
 from vhtune.detect import analyze as _analyze
+from vhtune.detect.coverage import coverage as _coverage
 from vhtune.detect.finding import Evidence, Finding, Recommendation
 from vhtune.detect.table import DETECTORS, Detector
 from vhtune.report import FORMATS
@@ -28,6 +29,7 @@ __all__ = [
     "Recommendation",
     "Recording",
     "analyze",
+    "coverage",
     "load",
     "render_report",
     "write_report",
@@ -44,6 +46,11 @@ def analyze(rec: Recording | Path | str, only: tuple[str, ...] = ()) -> list[Fin
     if not isinstance(rec, Recording):
         rec = _load(rec)
     return _analyze(rec, only)
+
+
+def coverage(rec: Recording) -> dict[str, str | None]:
+    """Detector id → None when the recording let it judge, else the sentence saying what it lacked."""
+    return _coverage(rec)
 
 
 def render_report(rec: Recording, findings: list[Finding], fmt: str = "html") -> str:

@@ -38,8 +38,11 @@ def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...]) -> None:
             f"{directory}: holds no interval yet (the recorder stopped before its first flush); nothing to judge."
         )
         return
+    gaps = {k: v for k, v in api.coverage(rec).items() if v}
     if not findings:
         out.print(f"{directory}: no bottleneck found ({facts}).")
+        for k, v in gaps.items():
+            out.print(f"  not judged: {k} ({v})")
         return
     rows = []
     for i, f in enumerate(findings, 1):
@@ -67,4 +70,6 @@ def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...]) -> None:
     for i, f in enumerate(findings, 1):
         if f.recommendations and not f.consequence_of:
             out.print(f"  {i}. {f.recommendations[0].command}", soft_wrap=True)
+    if gaps:
+        out.print("Not judged (inputs missing): " + ", ".join(f"{k} ({v})" for k, v in gaps.items()), soft_wrap=True)
     out.print("All evidence and ranked recommendations: vhtune report DIR -o report.html (or --json here).")

@@ -7,6 +7,7 @@ import json
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from vhtune.detect.coverage import coverage
 from vhtune.report.plots import render_all
 from vhtune.report.summary import path_table, recording_facts
 
@@ -110,6 +111,13 @@ def render(rec: Recording, findings: list[Finding]) -> str:
     ]
     d = rec.drops_by_reason
     drops = _table(list(d.columns), d.head(20).to_numpy().tolist()) if len(d) else "<p>none</p>"
+    gaps = [[k, v] for k, v in coverage(rec).items() if v]
+    gap_html = (
+        "<h2>Not judged</h2><p>These detectors lacked inputs in this recording; no finding from them means nothing."
+        f"</p>{_table(['detector', 'missing'], gaps)}"
+        if gaps
+        else ""
+    )
     status = "complete" if facts["complete"] else "cut short (read up to its last flushed chunk)"
     verdict = (
         "<p><b>The recording holds no interval</b> (the recorder stopped before its first flush).</p>"
@@ -128,6 +136,7 @@ def render(rec: Recording, findings: list[Finding]) -> str:
         f"Back-end counters: {'yes' if facts['backend_counters'] else 'no'}.</p>"
         f"<h2>Findings</h2>{verdict}{ranked}"
         + "".join(_finding(i, f) for i, f in enumerate(findings, 1))
+        + gap_html
         + f"<h2>Data paths</h2>{ptab}<h2>Plots</h2>{imgs}<h2>Drops by reason</h2>{drops}"
         f"<h2>Capabilities</h2>{_table(['probe family', 'mechanism'], cap_rows)}"
         "</body></html>\n"

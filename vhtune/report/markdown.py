@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vhtune.detect.coverage import coverage
 from vhtune.report.summary import path_table, recording_facts
 
 if TYPE_CHECKING:
@@ -58,6 +59,10 @@ def render(rec: Recording, findings: list[Finding]) -> str:
                 "   ```",
                 f"   rollback: `{r.rollback}`",
             ]
+    gaps = [[k, v] for k, v in coverage(rec).items() if v]
+    if gaps:
+        lines += ["", "## Not judged (inputs missing from this recording)", ""]
+        lines += _table(["detector", "missing"], gaps)
     lines += ["", "## Data paths", ""]
     lines += _table(
         ["VM", "back-end", "taps", "pps", "kicks/pkt", "calls/pkt", "drops/s"],

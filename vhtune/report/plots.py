@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -69,6 +70,8 @@ def _finish(fig: plt.Figure, axes: list[plt.Axes], empty: str) -> None:
         else:
             ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="gray")
         ax.grid(alpha=0.3)
+    for ax in axes:
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     fig.autofmt_xdate()
     fig.tight_layout()
 

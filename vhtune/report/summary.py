@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vhtune.cli.output import to_jsonable
+from vhtune.detect.coverage import coverage
 
 if TYPE_CHECKING:
     from vhtune.analysis.recording import Recording
@@ -71,5 +72,6 @@ def summary(rec: Recording, findings: list[Finding]) -> dict[str, Any]:
             "findings": [f.to_dict() for f in findings],
             "paths": path_table(rec),
             "drops_by_reason": rec.drops_by_reason.to_dict("records"),
+            "not_judged": {k: v for k, v in coverage(rec).items() if v},
         }
     )
