@@ -22,7 +22,7 @@ from vhtune.lab.proc import LabProcess, wait_for
 class KvmTrace:
     """``with KvmTrace(gsi, port, pid) as t: …``; then ``t.counts`` holds the per-tracepoint counts."""
 
-    def __init__(self, gsi: int, port: int, pid: int) -> None:
+    def __init__(self, gsi: int, port: int, pid: int, max_seconds: float = 120.0) -> None:
         if shutil.which("bpftrace") is None:
             raise CapabilityError("bpftrace is not installed", hint="run `make setup`")
         self.script = "\n".join(
@@ -31,6 +31,8 @@ class KvmTrace:
                 f"tracepoint:kvm:kvm_pic_set_irq /args->chip == 0 && args->pin == {gsi}/ {{ @pic_set_irq = count(); }}",
                 f"tracepoint:kvm:kvm_pio /pid == {pid} && args->rw == 1 && args->port == {port}/ {{ @pio = count(); }}",
                 f"tracepoint:kvm:kvm_vcpu_wakeup /pid == {pid}/ {{ @vcpu_wakeup = count(); }}",
+                # Bounded even if whoever started it dies without sending SIGINT.
+                f"interval:s:{max(1, int(max_seconds))} {{ exit(); }}",
                 'END { printf("VHL-END\\n"); }',
             )
         )

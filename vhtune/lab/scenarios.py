@@ -296,7 +296,7 @@ def kvm_irqfd(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -
     stack.callback(rec.stop)
     rec.start([os.getpid(), _backend_pid(be)], opts.duration)
     before = be.stats()
-    with KvmTrace(fe.lay.irq, fe.lay.doorbell_port, os.getpid()) as trace:
+    with KvmTrace(fe.lay.irq, fe.lay.doorbell_port, os.getpid(), max_seconds=opts.duration + 30) as trace:
         res = fe.run(timeout=opts.duration)
     time.sleep(0.1)  # the back-end's counters trail its last call by a moment
     after = be.finish()

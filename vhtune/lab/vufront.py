@@ -88,6 +88,8 @@ class VhostUserFrontend:
         while len(buf) < n:
             try:
                 chunk = self.sock.recv(n - len(buf))
+            except ConnectionResetError:
+                chunk = b""
             except OSError as exc:
                 raise LabError(f"vhost-user {NAMES.get(req, req)}: no reply ({exc})") from exc
             if not chunk:
