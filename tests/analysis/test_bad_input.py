@@ -135,3 +135,10 @@ def test_recording_without_any_interval(tmp_path: Path) -> None:
     assert "holds no interval" in api.render_report(rec, [], "html")
     out = _cli("analyze", str(d))
     assert out.returncode == 0 and "holds no interval" in out.stdout
+
+
+def test_unwritable_report_path(tmp_path: Path) -> None:
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=3))
+    p = _cli("report", str(d), "-o", str(tmp_path / "no" / "such" / "dir" / "r.html"))
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("vhtune: error: cannot write the report to "), p.stderr

@@ -23,6 +23,10 @@ def test_tables_are_time_indexed_with_schema_columns(synth_dir: Path) -> None:
     assert rec.intervals == 12
     assert rec.complete and rec.lost_events == 0
     assert [p.name for p in rec.topology.paths] == ["vm0", "vm1", "vm2"]
+    vms = rec.vms
+    assert list(vms.index) == ["vm0", "vm1", "vm2"]
+    assert vms.loc["vm1", "backend_tids"] == [200_011] and vms.loc["vm1", "taps"] == ["vht1"]
+    assert vms.loc["vm1", "vcpu_tids"] == [100_011, 100_012] and vms.loc["vm1", "backend_kind"] == "vhtune"
 
 
 def test_path_metrics_match_raw_tables(synth_dir: Path) -> None:

@@ -22,6 +22,18 @@ from vhtune.errors import RecordingError
 from vhtune.record.reader import read_manifest, read_table
 from vhtune.recording_tables import RECORDING_TABLES
 
+VM_COLUMNS = [
+    "path",
+    "frontend_pids",
+    "backend_pid",
+    "backend_kind",
+    "backend_tids",
+    "vcpu_tids",
+    "taps",
+    "memory_nodes",
+    "tunables",
+]
+
 
 def _indexed(df: pd.DataFrame) -> pd.DataFrame:
     out = df.set_index("ts")
@@ -122,6 +134,25 @@ class Recording:
     @property
     def has_backend_counters(self) -> bool:
         return len(self.backend_queues) > 0
+
+    @property
+    def vms(self) -> pd.DataFrame:
+        """One row per data path (VM / front-end): who serves it, its threads and taps, its NUMA nodes."""
+        rows = [
+            {
+                "path": p.name,
+                "frontend_pids": p.frontend_pids,
+                "backend_pid": p.backend_pid,
+                "backend_kind": p.backend_kind,
+                "backend_tids": p.backend_tids,
+                "vcpu_tids": p.vcpu_tids,
+                "taps": p.taps,
+                "memory_nodes": p.memory_nodes,
+                "tunables": p.tunables,
+            }
+            for p in self.topology.paths
+        ]
+        return pd.DataFrame(rows, columns=VM_COLUMNS).set_index("path")
 
     # --- derived metrics (cached) ----------------------------------------------------------------------
     @cached_property
