@@ -68,24 +68,34 @@ def _all_cpus(rec: Recording) -> list[int]:
     return sorted(seen)
 
 
-def _free_cpus(rec: Recording, tid: int, avoid: set[int]) -> list[int]:
-    """CPUs to move ``tid`` to: not its own, not where its competitors ran, preferably not pinned vCPUs'."""
+def _free_cpus(rec: Recording, tid: int, avoid: set[int]) -> tuple[list[int], bool]:
+    """A CPU to move ``tid`` to, and whether it is really free: not its own, not where its competitors ran, not
+    one a vCPU, back-end or front-end thread is pinned to. When none is free the least bad one is returned."""
     everything = _all_cpus(rec)
-    own = set(_cpus_of(rec, tid)) or set()
+    own = set(_cpus_of(rec, tid))
     n = len(everything)
+    datapath = {pid for p in rec.topology.paths for pid in p.pids}
     pinned: set[int] = set()
     for t, info in rec.topology.threads.items():
         aff = info.get("affinity") or []
-        if t != tid and info.get("role") in ("vcpu", *BACKEND_ROLES) and 0 < len(aff) < n:
+        busy = info.get("role") in ("vcpu", *BACKEND_ROLES) or int(info.get("pid", -1)) in datapath
+        if t != tid and busy and 0 < len(aff) < n:
             pinned.update(int(c) for c in aff)
-    for cands in (
-        [c for c in everything if c not in own | avoid | pinned],
-        [c for c in everything if c not in own | avoid],
-        [c for c in everything if c not in own],
+    c = rec.competitors
+    if len(c):  # where data-path threads whose affinity discovery did not see were seen running
+        span_ns = max(1.0, rec.intervals * rec.interval_s * 1e9)
+        per = pd.DataFrame(
+            c[c["pid"].isin(datapath) & (c["tid"] != tid)].groupby(["tid", "cpu"], as_index=False)["ns"].sum()
+        )
+        pinned.update(int(x) for x in per[per["ns"] >= 0.05 * span_ns]["cpu"])  # ≥ 5 % of the span: a real load
+    for clean, cands in (
+        (True, [c for c in everything if c not in own | avoid | pinned]),
+        (False, [c for c in everything if c not in own | avoid]),
+        (False, [c for c in everything if c not in own]),
     ):
         if cands:
-            return cands[:1]
-    return []
+            return cands[:1], clean
+    return [], False
 
 
 def saturated(rec: Recording, det: Detector) -> list[Finding]:
@@ -120,7 +130,7 @@ def saturated(rec: Recording, det: Detector) -> list[Finding]:
                     "ethtool -L eth0 combined 1",
                 )
             )
-        free = _free_cpus(rec, tid, set())
+        free, _clean = _free_cpus(rec, tid, set())
         if free:
             recs.append(R.affinity(tid, comm, _cpus_of(rec, tid), free, "other tasks on a shared CPU"))
         f.recommendations = R.ranked(recs)
@@ -176,10 +186,17 @@ def contention(rec: Recording, det: Detector) -> list[Finding]:
             avoid = {int(x) for x in comp["cpu"]}
         f.evidence.append(context("run-queue wait p99", float(g["runq_p99_us"].median()), "µs"))
         recs = []
-        free = _free_cpus(rec, tid, avoid)
-        if free:
-            recs.append(R.affinity(tid, comm, _cpus_of(rec, tid), free, why))
-        recs.append(R.sched_fifo(tid, comm, f"it no longer queues behind {why}"))
+        free, clean = _free_cpus(rec, tid, avoid)
+        fifo = R.sched_fifo(tid, comm, f"it no longer queues behind {why}")
+        if free and clean:
+            recs += [R.affinity(tid, comm, _cpus_of(rec, tid), free, why), fifo]
+        elif free:
+            # No free CPU: every other one runs a pinned data-path thread. Priority on its own CPU comes first.
+            move = R.affinity(tid, comm, _cpus_of(rec, tid), free, why)
+            move.risk = f"CPU {free[0]} already runs a pinned vCPU/back-end/front-end thread: they will share it"
+            recs += [fifo, move]
+        else:
+            recs.append(fifo)
         f.recommendations = R.ranked(recs)
         out.append(f)
     return out
