@@ -66,6 +66,7 @@ class Recommendation:
     risk: str
     rollback: str
     tune_set: str | None = None  # `vhtune tune plan --set ...` when vhtune can apply and roll it back itself
+    tune: dict[str, Any] | None = None  # the same as data: {"knob", "target": {ident}, "value"} for tune's Request
 
 
 @dataclass

@@ -14,9 +14,17 @@ from vhtune.tune.knob import Target, format_cpulist
 from vhtune.tune.knobs import KNOBS
 
 
-def _tune_set(knob: str, target: str, value: Any) -> str:
+def _tune(knob: str, target: str, value: Any) -> dict[str, Any]:
+    """``tune_set`` (the command line) and ``tune`` (the same as data: knob, target ident, value)."""
     v = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return f"vhtune tune plan --set {knob} {target} {shlex.quote(v)}"
+    ident: dict[str, Any] = {}
+    for part in target.split(","):
+        k, _, val = part.partition("=")
+        ident[k] = int(val) if val.isdigit() else val
+    return {
+        "tune_set": f"vhtune tune plan --set {knob} {target} {shlex.quote(v)}",
+        "tune": {"knob": knob, "target": ident, "value": value},
+    }
 
 
 def affinity(tid: int, comm: str, current: list[int], proposed: list[int], why: str) -> Recommendation:
@@ -32,7 +40,7 @@ def affinity(tid: int, comm: str, current: list[int], proposed: list[int], why: 
         expected=f"{comm} gets CPU time without waiting behind {why}",
         risk="the CPUs it moves to lose that much capacity; pin the displaced load elsewhere if it matters",
         rollback=f"taskset -pc {cur} {tid}" if current else "vhtune tune rollback PLAN",
-        tune_set=_tune_set("thread-affinity", f"tid={tid}", format_cpulist(proposed)),
+        **_tune("thread-affinity", f"tid={tid}", format_cpulist(proposed)),
     )
 
 
@@ -48,7 +56,7 @@ def sched_fifo(tid: int, comm: str, why: str) -> Recommendation:
         expected=f"{comm} preempts normal tasks as soon as it wakes: {why}",
         risk="a busy real-time thread can starve everything else on its CPU (RT throttling caps it at 95 %)",
         rollback=f"chrt -o -p 0 {tid}",
-        tune_set=_tune_set("thread-sched", f"tid={tid}", value),
+        **_tune("thread-sched", f"tid={tid}", value),
     )
 
 
@@ -68,7 +76,7 @@ def txqueuelen(dev: str, netns: str, current: int | None, proposed: int) -> Reco
             if current is not None
             else "vhtune tune rollback PLAN"
         ),
-        tune_set=_tune_set("tap-txqueuelen", target, proposed),
+        **_tune("tap-txqueuelen", target, proposed),
     )
 
 
@@ -140,7 +148,7 @@ def qemu_option(path: Path, option: str, current: Any, proposed: int, expected: 
         expected=expected,
         risk=risk + " (needs the VM restarted)",
         rollback="restore the previous VM definition and restart the VM",
-        tune_set=_tune_set("qemu-option", f"vm={vm},netdev=net0", value),
+        **_tune("qemu-option", f"vm={vm},netdev=net0", value),
     )
 
 
@@ -160,7 +168,7 @@ def halt_poll(current: int | None, proposed: int) -> Recommendation:
         expected="a vCPU that halts and is woken within the poll window skips the sleep/wake-up round trip",
         risk="polling vCPUs burn host CPU a back-end sharing the core could use",
         rollback=knob.command(current) if current is not None else "write the previous value back",
-        tune_set=_tune_set("module-param", "key=kvm.halt_poll_ns", proposed),
+        **_tune("module-param", "key=kvm.halt_poll_ns", proposed),
     )
 
 
@@ -179,7 +187,7 @@ def numa_bind(tid: int, comm: str, node: int, cpus: list[int]) -> Recommendation
         expected=f"{comm} touches guest memory on its own node: no remote-node latency or interconnect traffic",
         risk="the node's CPUs may already be busy; keep vCPUs and back-end off the same cores",
         rollback="vhtune tune rollback PLAN (or taskset back to the previous CPU list)",
-        tune_set=_tune_set("thread-affinity", f"tid={tid}", cpu),
+        **_tune("thread-affinity", f"tid={tid}", cpu),
     )
 
 
