@@ -37,8 +37,45 @@ def _wait(pred: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+CONTENDED = [0, 0]  # samples taken on a busy machine, samples total
+
+
+def _others_busy() -> float:
+    """CPU (in CPUs) used over 0.3 s by processes outside this benchmark's tree (other engineers' runs)."""
+    me = psutil.Process()
+    mine = {me.pid, *(c.pid for c in me.children(recursive=True))}
+    procs = [p for p in psutil.process_iter() if p.pid not in mine]
+    t0 = {}
+    for p in procs:
+        try:
+            t0[p.pid] = sum(p.cpu_times()[:2])
+        except psutil.Error:
+            continue
+    time.sleep(0.3)
+    used = 0.0
+    for p in procs:
+        try:
+            used += sum(p.cpu_times()[:2]) - t0.get(p.pid, sum(p.cpu_times()[:2]))
+        except psutil.Error:
+            continue
+    return used / 0.3
+
+
+def _quiet(limit_s: float = 10.0) -> None:
+    """Wait (bounded) until other processes use < 0.3 CPU: DPDK's busy-polling lcores lose far more than a
+    sleeping back-end when someone else's busy loop shares their CPU, which would bias every ratio."""
+    deadline = time.monotonic() + limit_s
+    CONTENDED[1] += 1
+    while _others_busy() > 0.3:
+        if time.monotonic() > deadline:
+            CONTENDED[0] += 1
+            return
+        time.sleep(0.5)
+
+
 def _rate(read: Callable[[], int]) -> float:
     time.sleep(WARM)
+    _quiet()
     p0, t0 = read(), time.monotonic()
     time.sleep(WINDOW)
     p1, t1 = read(), time.monotonic()
@@ -49,17 +86,36 @@ def _fe(sock: str, mode: str, size: int = 64, queues: int = 1) -> dpdk.Testpmd:
     return dpdk.frontend(Path(sock), mode=mode, fwd_cpu=0, main_cpu=1, txpkts=size, queues=queues)
 
 
+def _thread_cpu(pid: int, tid: int) -> float:
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ours(port: str, mode: str, size: int = 64, queues: int = 1, extra: tuple[str, ...] = OURS) -> float:
+    return ours_cpu(port, mode, size, queues, extra)[0]
+
+
+def ours_cpu(
+    port: str, mode: str, size: int = 64, queues: int = 1, extra: tuple[str, ...] = OURS
+) -> tuple[float, float]:
+    """(pps, packets per CPU-second of the busiest worker thread) over the window."""
     with tempfile.TemporaryDirectory(prefix="vhbb") as d:
         be = BackendProcess(Path(d), port, *extra, "--queues", str(queues))
         try:
             with _fe(be.sock, mode, size, queues) as t:
                 idx = [2 * q + (1 if mode == "txonly" else 0) for q in range(queues)]
                 _wait(lambda: all(be.control.stats()["queues"][i]["running"] for i in idx))
+                tid = be.control.queues()[idx[0]]["tid"]
                 t.start()
-                pps = _rate(lambda: sum(be.control.stats()["queues"][i]["packets"] for i in idx))
+                time.sleep(WARM)
+                _quiet()
+                count = lambda: sum(be.control.stats()["queues"][i]["packets"] for i in idx)  # noqa: E731
+                p0, c0, t0 = count(), _thread_cpu(be.pid, tid), time.monotonic()
+                time.sleep(WINDOW)
+                p1, c1, t1 = count(), _thread_cpu(be.pid, tid), time.monotonic()
                 t.stop()
-            return pps
+            return (p1 - p0) / (t1 - t0), (p1 - p0) / max(c1 - c0, 1e-3)
         finally:
             be.stop()
 
@@ -97,29 +153,28 @@ def _testpmd_like_frame(size: int) -> bytes:
     return eth + bytes(ip) + udp + bytes(size - 14 - 20 - 8)
 
 
-def tap_pair(ns: str, name: str) -> tuple[float, float]:
-    """(vhtune tap port pps, raw single-thread os.write pps) for 64-byte frames into the same tap."""
+def tap_pair(ns: str, name: str) -> tuple[float, float, float, float]:
+    """For 64-byte frames into the same tap: (vhtune tap port pps, its packets per worker CPU-second,
+    raw single-thread os.write pps, raw packets per CPU-second of that thread)."""
     frame = bytes(net.HDR_LEN) + _testpmd_like_frame(64)
     tap = Tap(name, ns, 1)
-    n, stop = 0, time.monotonic() + WARM + WINDOW
-    t_start = time.monotonic() + WARM
-    counted = 0
+    n = 0
     try:
         fd = tap.fds[0]
-        while (now := time.monotonic()) < stop:
+        _quiet()
+        t0, c0 = time.monotonic(), time.thread_time()
+        while time.monotonic() - t0 < WINDOW:
             for _ in range(256):
                 try:
                     os.write(fd, frame)
                     n += 1
                 except BlockingIOError:
                     pass
-            if now < t_start:
-                counted = n
+        dt, dc = time.monotonic() - t0, time.thread_time() - c0
     finally:
         tap.close()
-    raw = (n - counted) / WINDOW
-    port = ours(f"tap:{name}@{ns}", "txonly")
-    return port, raw
+    port, port_eff = ours_cpu(f"tap:{name}@{ns}", "txonly", extra=("--cpu", "1", "--burst", "256"))
+    return port, port_eff, n / dt, n / max(dc, 1e-3)
 
 
 def idle() -> tuple[float, float]:
@@ -180,10 +235,11 @@ def main(argv: list[str]) -> int:
     lines = ["| measurement | vhtune | anchor | ratio |", "|---|---|---|---|"]
 
     def row(what: str, a: float, b: float, unit: str = "Mpps") -> None:
-        scale = 1e6 if unit == "Mpps" else 1.0
+        scale = 1e6 if unit.startswith("M") else 1.0
         lines.append(f"| {what} | {a / scale:.2f} {unit} | {b / scale:.2f} {unit} | {a / b if b else 0:.2f}x |")
         print(lines[-1], flush=True)
 
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 CPUs; other engineers' runs share them)")
     print("\n".join(lines), flush=True)
     for size in (64, 1518):
         o, a = [], []
@@ -211,14 +267,26 @@ def main(argv: list[str]) -> int:
     ns = f"vhbb{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        port, raw = tap_pair(ns, f"vhbbt{os.getpid()}"[:15])
-        row("tap port 64 B vs raw os.write from one Python thread", port, raw)
+        tp, te, rp, re_ = [], [], [], []
+        for _ in range(runs):
+            a1, a2, a3, a4 = tap_pair(ns, f"vhbbt{os.getpid()}"[:15])
+            tp.append(a1)
+            te.append(a2)
+            rp.append(a3)
+            re_.append(a4)
+        med = statistics.median
+        row(f"tap port 64 B vs raw os.write from one Python thread (median of {runs})", med(tp), med(rp))
+        row("  same, packets per CPU-second of the writing thread", med(te), med(re_), "M/CPU-s")
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     cpu, rss = idle()
     lines.append(f"| idle back-end, front-end connected: CPU | {cpu:.2f} % | | |")
     lines.append(f"| idle back-end: RSS | {rss:.0f} MB | | |")
     print("\n".join(lines[-2:]))
+    print(
+        f"load average at end: {os.getloadavg()[0]:.2f}; samples taken while other processes used > 0.3 CPU "
+        f"after waiting 10 s for quiet: {CONTENDED[0]} of {CONTENDED[1]}"
+    )
     print("\npy-spy, sink worker under txonly load (self time):")
     print(profile())
     return 0

@@ -112,11 +112,23 @@ def raw(r: Running) -> socket.socket:
 
 
 # --- 1-4: framing -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["short_header", "mid_payload"])
-def test_01_short_message_or_disconnect(env, case: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("case", ["short_header", "mid_payload", "stall"])
+def test_01_short_message_or_disconnect(env, case: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
     s = raw(r)
-    if case == "short_header":
+    if case == "stall":
+        # A peer that stops mid-message is dropped after READ_TIMEOUT instead of pinning the daemon.
+        from vhtune.backend import connection
+
+        monkeypatch.setattr(connection, "READ_TIMEOUT", 0.3)
+        s.close()
+        s = raw(r)  # this connection's Conn is built with the patched timeout
+        s.sendall(m.HEADER.pack(Req.SET_FEATURES, 1, 8) + b"\x01")
+        logged(caplog, "SET_FEATURES.size", "stalled")
+        s.settimeout(3)
+        assert s.recv(16) == b""
+        s.close()
+    elif case == "short_header":
         s.sendall(b"\x01\x00\x00\x00\x01")
         s.close()
         logged(caplog, "header", "peer closed after 5 of 12")

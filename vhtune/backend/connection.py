@@ -44,11 +44,17 @@ def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return fds
 
 
+# A message is read only once select() says bytes are there; a peer that then stalls mid-message this long
+# is dropped (it would otherwise pin the connection thread, and with it shutdown).
+READ_TIMEOUT = 5.0
+
+
 class Conn:
     """One connected front-end."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        sock.settimeout(READ_TIMEOUT)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -56,7 +62,12 @@ class Conn:
     def _recv_exact(self, n: int, fds: list[int], what: str) -> bytes:
         buf = bytearray()
         while len(buf) < n:
-            data, anc, flags, _ = self.sock.recvmsg(n - len(buf), _CMSG_LEN)
+            try:
+                data, anc, flags, _ = self.sock.recvmsg(n - len(buf), _CMSG_LEN)
+            except TimeoutError:
+                raise ProtocolError(
+                    f"peer stalled {READ_TIMEOUT:g} s after {len(buf)} of {n} bytes", what, "size"
+                ) from None
             fds.extend(_fds_from(anc))
             if flags & socket.MSG_CTRUNC:
                 raise ProtocolError("too many fds attached (control data truncated)", what, "fds")
