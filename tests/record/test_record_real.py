@@ -172,3 +172,46 @@ def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--interval 0.0 is out of range" in res.stderr
+
+
+def test_missing_pid_is_a_usage_error(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "vhtune", "record", "-o", str(tmp_path / "r"), "-p", "4194304"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and res.stderr.startswith("vhtune: error: no process 4194304")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_disk_full_mid_recording_stops_with_one_sentence_and_keeps_what_was_written(
+    tiny_fs: Path, target: subprocess.Popen[str]
+) -> None:
+    out = tiny_fs / "rec"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vhtune",
+            "record",
+            "-o",
+            str(out),
+            "-p",
+            str(target.pid),
+            "--interval",
+            "0.1",
+            "--flush-every",
+            "1",
+            "--duration",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert res.returncode == 4, res.stderr
+    assert "Traceback" not in res.stderr and "the disk is full" in res.stderr
+    df = read_table(out, "threads")
+    assert len(df) >= 1 and target.pid in set(df["tid"])
+    assert read_manifest(out)["complete"] is False

@@ -55,6 +55,9 @@ class RecordOptions:
             raise UsageError(f"--duration {self.duration} must be positive")
         if self.flush_every < 1:
             raise UsageError("flush_every must be at least 1")
+        gone = [p for p in self.selection.pids if not (self.selection.proc / str(p)).is_dir()]
+        if gone:
+            raise UsageError(f"no process {gone[0]}", hint="check the -p values (ps -e)")
 
 
 @dataclass
