@@ -15,6 +15,8 @@ from vhtune.analysis.recording import load as _load
 from vhtune.detect import analyze as _analyze
 from vhtune.detect.coverage import coverage as _coverage
 from vhtune.detect.finding import Evidence, Finding, Recommendation
+from vhtune.detect.measure import Measurement
+from vhtune.detect.measure import measure as _measure
 from vhtune.detect.table import DETECTORS, Detector
 from vhtune.report import FORMATS
 from vhtune.report import render as _render
@@ -26,11 +28,13 @@ __all__ = [
     "Detector",
     "Evidence",
     "Finding",
+    "Measurement",
     "Recommendation",
     "Recording",
     "analyze",
     "coverage",
     "load",
+    "measure",
     "render_report",
     "write_report",
 ]
@@ -51,6 +55,12 @@ def analyze(rec: Recording | Path | str, only: tuple[str, ...] = ()) -> list[Fin
 def coverage(rec: Recording) -> dict[str, str | None]:
     """Detector id → None when the recording let it judge, else the sentence saying what it lacked."""
     return _coverage(rec)
+
+
+def measure(rec: Recording, finding: Finding) -> Measurement:
+    """The metric ``finding``'s fix should move, on ``rec`` (e.g. a recording made after applying it):
+    ``before = measure(rec1, f); after = measure(rec2, f); before.improvement(after)`` → 0.3 = 30 % better."""
+    return _measure(rec, finding)
 
 
 def render_report(rec: Recording, findings: list[Finding], fmt: str = "html") -> str:
