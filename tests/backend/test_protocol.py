@@ -403,3 +403,26 @@ def test_call_fd_swapped_on_a_running_ring(backend: Running) -> None:
         assert wait_for(lambda: _eventfd_count(fe.call[1]) >= 1)
     finally:
         fe.close()
+
+
+def test_kick_without_fd_polls_the_ring(backend: Running) -> None:
+    """SET_VRING_KICK with the no-fd bit (8): the worker polls avail.idx instead of sleeping on an eventfd."""
+    fe = backend.connect()
+    try:
+        fe.handshake()
+        fe.setup_queue(0)
+        d, a, u = fe.ring_addrs(1, 256)
+        fe.num[1], fe.avail_idx[1], fe.used_seen[1], fe.free_head[1] = 256, 0, 0, 0
+        fe.send(Req.SET_VRING_NUM, m.VRING_STATE.pack(1, 256))
+        fe.send(Req.SET_VRING_BASE, m.VRING_STATE.pack(1, 0))
+        from tests.backend.frontend import UVA
+
+        fe.send(Req.SET_VRING_ADDR, m.VRING_ADDR.pack(1, 0, UVA + d, UVA + u, UVA + a, 0))
+        fe.send(Req.SET_VRING_KICK, m.U64.pack(1 | m.VRING_NOFD_MASK))
+        fe.send(Req.SET_VRING_ENABLE, m.VRING_STATE.pack(1, 1))
+        fe.sync()
+        assert backend.control.queues()[1]["running"] and backend.control.queues()[1]["kick_fd"] is None
+        fe.tx(1, [net.make_frame(64)] * 5, kick=False)
+        assert len(fe.wait_used(1, 5)) == 5
+    finally:
+        fe.close()

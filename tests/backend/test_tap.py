@@ -99,3 +99,42 @@ def _frame(fe, q: int, head: int, ln: int) -> bytes:  # type: ignore[no-untyped-
     d, _, _ = fe.ring_addrs(q, fe.num[q])
     addr, _dlen, _fl, _nx = struct.unpack_from("<QIHH", fe.mm, d + 16 * head)
     return bytes(fe.read(addr, ln))[12:]
+
+
+@pytest.mark.parametrize("policy", ["wait", "drop"])
+def test_rx_refill_policy_with_an_empty_guest_ring(short_tmp: Path, netns: str, policy: str) -> None:
+    """No RX buffers: `wait` leaves frames in the tap queue (the kernel drops beyond it) and the worker
+    sleeps; `drop` reads them and counts no_rx_buffer."""
+    tap = f"vhbr{os.getpid()}"[:15]
+    r = start_backend(short_tmp, f"tap:{tap}@{netns}", rx_refill=policy)
+    try:
+        fe = r.connect()
+        try:
+            fe.handshake()
+            fe.setup_queue(0)
+            fe.setup_queue(1)
+            ip("-n", netns, "addr", "add", "10.199.1.1/24", "dev", tap)
+            send = (
+                "import socket\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n"
+                "for _ in range(50): s.sendto(b'x' * 100, ('10.199.1.255', 9))\n"
+            )
+            subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", send], timeout=10, check=True)
+            time.sleep(0.3)
+            drops = r.control.stats()["queues"][0]["drops"].get("no_rx_buffer", 0)
+            if policy == "drop":
+                assert drops >= 50
+            else:
+                assert drops == 0
+                tid = r.control.queues()[0]["tid"]
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                assert state == "S"  # asleep on the kick eventfd, not spinning on a readable tap
+                # A refill then delivers what waited in the tap queue.
+                fe.post_rx(0, 64)
+                assert len(fe.wait_used(0, 50, timeout=3)) >= 50
+        finally:
+            fe.close()
+    finally:
+        r.stop()
