@@ -81,8 +81,9 @@ def _check_kvm_summary(s: dict[str, object], n: int) -> None:
     tp = s["kvm_tracepoints"]
     assert isinstance(tp, dict)
     # Every call was a real KVM injection (level-1 edge on the irqfd's GSI) and every kick a real guest PIO.
-    assert tp["set_irq"] == n
-    assert tp["pio"] == n
+    # kvm_set_irq carries no VM id: another lab VM on this host using the same GSI would add to it, hence ≥.
+    assert tp["set_irq"] >= n
+    assert tp["pio"] == n  # filtered by this process (the vCPU thread's tgid) and the doorbell port
     assert tp["pic_set_irq"] >= n
     assert tp["vcpu_wakeup"] > 0
 
