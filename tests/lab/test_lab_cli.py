@@ -70,6 +70,14 @@ def test_clean_removes_dead_runs_only(no_leftovers: None) -> None:
     live.create()
     stale_file = names.run_dir() / f"{names.lab_name('s', pid=dead)}.sock"
     stale_file.write_text("")
+    # An orphan of the dead run: its command line names the dead run's socket (as QEMU's -chardev would).
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", f"{stale_file}"], stderr=subprocess.DEVNULL
+    )
+    live_proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", f"/run/vhtune-lab/{names.lab_name('s')}.sock"],
+        stderr=subprocess.DEVNULL,
+    )
     try:
         dry = hygiene.clean(dry_run=True)
         assert stale.name in dry.netns and stale.name in netns.list_netns()
@@ -79,7 +87,13 @@ def test_clean_removes_dead_runs_only(no_leftovers: None) -> None:
         assert stale.name in rep["netns"] and str(stale_file) in rep["files"]
         assert stale.name not in netns.list_netns() and not stale_file.exists()
         assert live.name in netns.list_netns() and live.name in rep["kept_live"]
+        assert orphan.pid in rep["processes"] and orphan.wait(5) == -signal.SIGKILL
+        assert live_proc.pid not in rep["processes"] and live_proc.poll() is None
     finally:
+        for pr in (orphan, live_proc):
+            if pr.poll() is None:
+                pr.kill()
+            pr.wait()
         live.destroy()
         stale.created = True
         stale.destroy()
