@@ -120,3 +120,21 @@ def test_frontend_without_backend_is_a_clear_error(no_leftovers: None) -> None:
         pass
     assert not sock.exists()
     assert os.path.basename(str(sock)).startswith(names.PREFIX)
+
+
+@pytest.mark.slow
+def test_hugepage_memory_leaves_no_files(no_leftovers: None) -> None:
+    """--in-memory --single-file-segments: hugepage-backed, shared with the peer, nothing in /dev/hugepages."""
+    sock = _sock()
+    before = set(os.listdir("/dev/hugepages"))
+    try:
+        with dpdk.backend(sock, mode="rxonly", fwd_cpu=1, memory="hugepages", mem_mb=64) as be:
+            be.start()
+            with dpdk.frontend(sock, mode="txonly", fwd_cpu=0, memory="hugepages", mem_mb=64) as fe:
+                be.wait_link()
+                sent = dpdk.total(fe.run_for(1.0), "tx_packets")
+                assert set(os.listdir("/dev/hugepages")) == before
+            got = dpdk.total(be.stop(), "rx_packets")
+        assert sent > 0 and got == sent
+    finally:
+        sock.unlink(missing_ok=True)
