@@ -22,7 +22,7 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``cli``.
-    from vhtune.cli import backend_cmd, discover_cmd, doctor_cmd, lab_cmd, record_cmd, tune_cmd  # noqa: F401
+    from vhtune.cli import analyze_cmd, backend_cmd, discover_cmd, doctor_cmd, lab_cmd, record_cmd, report_cmd, tune_cmd  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
