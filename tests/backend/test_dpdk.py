@@ -45,10 +45,13 @@ def fe(sock: str, mode: str, queues: int = 1, **kw: object) -> dpdk.Testpmd:
     return dpdk.frontend(Path(sock), mode=mode, queues=queues, fwd_cpu=0, main_cpu=1, **kw)
 
 
-def test_txonly_into_sink_counts_every_packet(short_tmp: Path) -> None:
+@pytest.mark.parametrize("memory", ["nohuge", "hugepages"])
+def test_txonly_into_sink_counts_every_packet(short_tmp: Path, memory: str) -> None:
+    # nohuge: memfd guest memory; hugepages: hugetlbfs-backed, mmap length aligned to the 2 MiB page.
     be = BackendProc(short_tmp, "sink", "--cpu", "1")
     try:
-        with fe(be.sock, "txonly") as t:
+        extra = {"memory": "hugepages", "mem_mb": 64} if memory == "hugepages" else {}
+        with fe(be.sock, "txonly", **extra) as t:
             assert wait_for(lambda: be.control.stats()["queues"][1]["running"])
             fwd = t.run_for(1.0)
         sent = dpdk.total(fwd, "tx_packets")
