@@ -72,3 +72,16 @@ def test_drops_by_reason(tmp_path: Path) -> None:
     assert set(by["reason"]) == {"FULL_RING", "NO_RX_BUFFER"}
     assert int(by[by["reason"] == "FULL_RING"]["count"].sum()) == int(rec.taps["drops"].sum())
     assert int(by[by["reason"] == "NO_RX_BUFFER"]["count"].sum()) == int(rec.backend_queues["drops_no_rx_buffer"].sum())
+
+
+def test_queue_metrics(synth_dir: Path) -> None:
+    rec = api.load(synth_dir)
+    qm = rec.queue_metrics
+    be = qm[(qm["pid"] == 200_010) & (qm["queue"] == 0)]
+    bq = rec.backend_queues[rec.backend_queues["pid"] == 200_010]
+    assert np.allclose(be["pps"].to_numpy(), (bq["packets"] / bq["interval_s"]).to_numpy())
+    assert np.allclose(be["burst"].to_numpy(), (bq["packets"] / bq["bursts"]).to_numpy())
+    guest = qm[(qm["pid"] == 100_010) & (qm["queue"] == 1)]
+    q = rec.queues[(rec.queues["pid"] == 100_010) & (rec.queues["role"] == "kick")]
+    assert np.allclose(guest["kicks_per_s"].to_numpy(), (q["writes"] / q["interval_s"]).to_numpy())
+    assert set(qm["path"]) == {"vm0", "vm1", "vm2"}

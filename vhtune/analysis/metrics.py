@@ -323,3 +323,52 @@ def drops_by_reason(rec: Recording) -> pd.DataFrame:
         return pd.DataFrame(columns=["where", "direction", "reason", "count", "source"])
     out = pd.concat(rows, ignore_index=True)
     return out.sort_values("count", ascending=False, ignore_index=True)
+
+
+def queue_metrics(rec: Recording) -> pd.DataFrame:
+    """Per (ts, path, pid, queue): kicks and calls per second from the eventfd probes (queues with known roles)
+    and, where the back-end's counters exist, packets, pps and packets per burst of that virtqueue."""
+    cols = ["path", "pid", "queue", "kicks_per_s", "calls_per_s", "injections_per_s", "pps", "burst", "drops"]
+    parts = []
+    q = rec.queues
+    q = q[q["role"].isin(("kick", "call")) & (q["queue"] >= 0)]
+    if len(q):
+        iv = q["interval_s"].where(q["interval_s"] > 0)
+        n = np.maximum(q["writes"], q["reads"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "path": _path_col(rec, q),
+                    "pid": q["pid"],
+                    "queue": q["queue"],
+                    "kicks_per_s": (n / iv).where(q["role"] == "kick", 0.0),
+                    "calls_per_s": (q["writes"] / iv).where(q["role"] == "call", 0.0),
+                    "injections_per_s": q["injections"] / iv,
+                },
+                index=q.index,
+            )
+        )
+    bq = rec.backend_queues
+    if len(bq):
+        iv = bq["interval_s"].where(bq["interval_s"] > 0)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "path": _path_col(rec, bq),
+                    "pid": bq["pid"],
+                    "queue": bq["queue"],
+                    "pps": bq["packets"] / iv,
+                    "burst": bq["packets"] / bq["bursts"].where(bq["bursts"] > 0),
+                    "drops": bq["drops_no_rx_buffer"] + bq["drops_tap_full"] + bq["drops_other"],
+                },
+                index=bq.index,
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(parts)
+    keys = ["ts", "path", "pid", "queue"]
+    agg = df.groupby(keys, dropna=False).agg(
+        {c: ("sum" if c != "burst" else "mean") for c in cols if c not in ("path", "pid", "queue") and c in df.columns}
+    )
+    return agg.reset_index(level=["path", "pid", "queue"]).reindex(columns=cols)

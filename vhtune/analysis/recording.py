@@ -174,6 +174,12 @@ class Recording:
         return path_metrics(self)
 
     @cached_property
+    def queue_metrics(self) -> pd.DataFrame:
+        from vhtune.analysis.metrics import queue_metrics
+
+        return queue_metrics(self)
+
+    @cached_property
     def tap_metrics(self) -> pd.DataFrame:
         from vhtune.analysis.metrics import tap_metrics
 
