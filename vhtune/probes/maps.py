@@ -241,6 +241,9 @@ class ProbeMaps:
             if since and now > since:
                 cur[0] += now - since
             last = self._last_threads[tid]
+            # A thread that was runnable but not running when it became a target had its slice started at
+            # that moment (see _add_thread); its real switch-in restarts it, which could step back: hold.
+            cur[0] = max(cur[0], last[0])
             d.threads[tid] = {f: c - p for f, c, p in zip(THREAD_FIELDS, cur, last, strict=True)}
             self._last_threads[tid] = cur
             per_cpu = hist[key]
