@@ -26,7 +26,9 @@ def _watch(maps: ProbeMaps, pid: int, comm: str = "python") -> None:
 
 
 def test_busy_spinner_is_always_on_cpu_or_waiting_and_matches_schedstat(maps: ProbeMaps) -> None:
-    with spawned(SPIN.format(secs=4), cpu=1) as proc:
+    # SCHED_RR so the other engineers' load on CPU 1 cannot take it below ~95 % (RT throttling leaves the
+    # fair class 5 %): a polling back-end alone on its CPU, which never switches out.
+    with spawned(SPIN.format(secs=4), cpu=1, rr=True) as proc:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
         _watch(maps, proc.pid)
         maps.read()
@@ -47,8 +49,8 @@ def test_busy_spinner_is_always_on_cpu_or_waiting_and_matches_schedstat(maps: Pr
     assert (on + wait) / wall == pytest.approx(1.0, abs=0.05)
     assert on == pytest.approx(k_on, rel=0.05)
     assert c["vol_switches"] <= 2  # it never blocks (allow the one print/exit edge)
-    # Alone on its CPU it is ≈ 100 % on-CPU; other work on CPU 1 shows up as runq wait, not as a miss.
-    assert on / wall >= 0.5
+    # ≈ 100 % on-CPU (RT throttling caps it at 95 %); anything else on CPU 1 shows up as runq wait, not as a miss.
+    assert on / wall >= 0.9
 
 
 def test_runq_latency_p99_rises_with_a_hog_on_the_same_cpu(maps: ProbeMaps) -> None:
