@@ -240,6 +240,9 @@ class QueuePath:
                 self.broken(e)
                 return 0
             old = vq.used_idx
+            if self._deliver_fast(frames, avail):
+                self.after_push(old)
+                return len(frames)
             ids: list[int] = []
             lens: list[int] = []
             done = nbytes = 0
@@ -259,6 +262,41 @@ class QueuePath:
                 self.stats.burst(done)
             self.after_push(old)
             return done
+
+    def _deliver_fast(self, frames: Sequence[bytes], avail: int) -> bool:
+        """Every frame into one plain writable buffer of one region: one slice store per frame instead of a
+        chain walk. False (nothing touched) sends the burst down the checked per-chain path."""
+        vq, mem, hl = self.vq, self.vq.mem, self.hdr_len
+        n = len(frames)
+        if not n or n > avail or mem is None:
+            return False
+        longest = max(len(f) for f in frames)
+        if longest > self._max_frame():
+            return False
+        heads = vq.peek(n)
+        try:
+            d = vq.desc[heads]  # copied once
+        except IndexError:
+            return False
+        if _OR(d["flags"] ^ F_WRITE):
+            return False
+        span = mem.span(d["addr"], d["len"], hl + longest, 1 << 31)
+        if span is None:
+            return False
+        arr, offs = span
+        mv = arr.data
+        hdr = net.rx_header(1) if hl == net.HDR_LEN else bytes(hl)
+        lens = np.empty(n, dtype=np.uint32)
+        for k, (o, f) in enumerate(zip(offs.tolist(), frames, strict=True)):
+            mv[o : o + hl] = hdr
+            mv[o + hl : o + hl + len(f)] = f
+            lens[k] = hl + len(f)
+        vq.last_avail = (vq.last_avail + n) & 0xFFFF
+        vq.push(heads, lens)
+        self.stats.packets += n
+        self.stats.bytes += int(_ADD(lens, dtype=np.int64)) - hl * n
+        self.stats.burst(n)
+        return True
 
     def _place(self, f: bytes, avail: int, ids: list[int], lens: list[int]) -> tuple[int, bool]:
         """Put one frame into the next buffers; returns (avail entries consumed, delivered)."""
