@@ -129,6 +129,8 @@ class Daemon:
             log.error("vhost-user: %s; closing the connection", str(e))
         except OSError as e:
             log.error("vhost-user socket: %s; closing the connection", str(e.strerror or e))
+        except Exception:  # a bug in a handler must cost this connection, not the daemon
+            log.exception("vhost-user: internal error; closing the connection")
         finally:
             dev.close()
             conn.close()
