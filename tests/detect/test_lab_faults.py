@@ -91,3 +91,16 @@ def test_healthy_baseline_has_no_warning(scenario: str, tmp_path: Path, monkeypa
     assert rec.path_metrics["packets"].sum() > 10_000  # traffic really flowed
     loud = [f for f in ranked(rec, None) if f.severity in ("warning", "critical")]
     assert loud == [], [(f.id, f.subject, f.evidence[0].sentence()) for f in loud]
+
+
+@pytest.mark.slow
+def test_kvm_doorbell_per_packet_is_a_kick_storm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's tiny KVM VM rings its ioeventfd doorbell for every packet (it has no EVENT_IDX): real kicks that
+    KVM signals in the kernel and the back-end drains; the analysis must call that a kick storm."""
+    run_recorded(monkeypatch, "kvm-irqfd", tmp_path / "rec", [], duration=4.0)
+    rec = api.load(tmp_path / "rec")
+    findings = ranked(rec, None)
+    top = findings[0]
+    assert top.id == "kick-storm", [(f.id, f.severity) for f in findings]
+    assert top.evidence[0].value is not None and top.evidence[0].value >= 0.9
+    assert top.recommendations and top.recommendations[0].knob == "backend-tunable"

@@ -17,7 +17,13 @@ from typing import Any
 import pandas as pd
 
 from vhtune.analysis.backend_table import read_backend_queues
-from vhtune.analysis.topology import Topology, add_backend_tunables, add_recorded_taps, from_snapshot
+from vhtune.analysis.topology import (
+    Topology,
+    add_backend_tunables,
+    add_counted_backends,
+    add_recorded_taps,
+    from_snapshot,
+)
 from vhtune.errors import RecordingError
 from vhtune.record.reader import read_manifest, read_table
 from vhtune.recording_tables import RECORDING_TABLES
@@ -215,6 +221,8 @@ def load(directory: Path | str) -> Recording:
         topo = from_snapshot(snap, tables["threads"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordingError(f"{d}/manifest.json has a malformed discovery snapshot ({exc})") from None
+    bq = tables["backend_queues"]
+    add_counted_backends(topo, sorted(int(p) for p in bq["pid"].unique()) if len(bq) else [])
     add_recorded_taps(topo, sorted(tables["taps"]["ifname"].unique()) if len(tables["taps"]) else [])
     tun = d / "backend_tunables.json"
     if tun.exists():

@@ -168,6 +168,24 @@ def _unique_names(paths: list[Path]) -> None:
             p.name = f"{p.name}#{n + 1}"
 
 
+def add_counted_backends(topo: Topology, pids: list[int]) -> None:
+    """Back-ends whose counters the recording has but discovery did not place on a path get a path of their own."""
+    known = {pid for p in topo.paths for pid in p.pids}
+    for pid in sorted(set(pids) - known):
+        mine = {t: i for t, i in topo.threads.items() if int(i["pid"]) == pid}
+        workers = [
+            t
+            for t, i in mine.items()
+            if i.get("role") in BACKEND_ROLES or str(i.get("comm", "")).startswith("vhtune-q")
+        ]
+        comm = str(mine.get(pid, {}).get("comm", "backend"))
+        owned = sorted(n for n, t in topo.taps.items() if pid in [int(x) for x in t.get("owner_pids", [])])
+        topo.paths.append(
+            Path(name=f"{comm}-{pid}", backend_pid=pid, backend_kind="vhtune", backend_tids=sorted(workers), taps=owned)
+        )
+    _unique_names(topo.paths)
+
+
 def add_backend_tunables(topo: Topology, by_pid: dict[str, Any]) -> None:
     """``backend_tunables.json`` ({pid: {"control": path, burst, event_idx, ...}}) → the paths of those back-ends."""
     for p in topo.paths:

@@ -192,6 +192,8 @@ def numa_bind(tid: int, comm: str, node: int, cpus: list[int]) -> Recommendation
 
 
 def ranked(recs: list[Recommendation]) -> list[Recommendation]:
+    """Number them; drop those the recording shows already in place (current == proposed)."""
+    recs = [r for r in recs if r.current != r.proposed]
     for i, r in enumerate(recs, 1):
         r.rank = i
     return recs
