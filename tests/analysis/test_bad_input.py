@@ -142,3 +142,13 @@ def test_unwritable_report_path(tmp_path: Path) -> None:
     p = _cli("report", str(d), "-o", str(tmp_path / "no" / "such" / "dir" / "r.html"))
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert p.stderr.startswith("vhtune: error: cannot write the report to "), p.stderr
+
+
+def test_unknown_detector_and_only(tmp_path: Path) -> None:
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=2, duration_s=5, faults={1: "cpu-hog"}))
+    p = _cli("analyze", str(d), "--only", "nope")
+    assert p.returncode == 2 and p.stderr.startswith("vhtune: error: unknown detector 'nope'"), p.stderr
+    p = _cli("analyze", str(d), "--only", "tap-drops", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["findings"] == []
+    p = _cli("analyze", str(d), "--only", "backend-cpu-contention", "--json")
+    assert [f["id"] for f in json.loads(p.stdout)["findings"]] == ["backend-cpu-contention"]
