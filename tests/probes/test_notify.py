@@ -85,3 +85,19 @@ def test_same_fd_number_in_another_process_is_not_counted(maps: ProbeMaps) -> No
         proc.wait(timeout=10)
     assert d.fds[(proc.pid, fd)]["writes"] == 300
     assert d.fds[(ghost, fd)]["writes"] == 0
+
+
+def test_targets_beyond_the_map_sizes_are_skipped_and_said(maps: ProbeMaps) -> None:
+    from vhtune.probes import TapTarget
+
+    ts = TargetSet()
+    n = maps.fd_slots.size + 3
+    for fd in range(n):
+        ts.add_fd(FdTarget(1_000_000_000, fd, "kick", 0))  # a tgid that cannot exist: nothing is counted
+    ts.add_tap(TapTarget("this-name-is-far-too-long"))
+    ch = maps.apply(ts)
+    assert len(ch.added) == maps.fd_slots.size and len(maps.targets.fds) == maps.fd_slots.size
+    assert len(ch.skipped) == 4
+    assert any("more than 1024 eventfd targets" in s for s in ch.skipped)
+    assert any(s.startswith("tap this-name-is-far-too-long: interface name") for s in ch.skipped)
+    assert maps.tap_slots.slots == {}  # the bad name did not take a slot

@@ -50,9 +50,10 @@ class SlotTable:
 class Changes:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # targets that could not be watched, and why
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed)
+        return bool(self.added or self.removed or self.skipped)
 
 
 @dataclass
@@ -120,7 +121,8 @@ class ProbeMaps:
                 ch.removed.append(f"thread {tid}")
             for tid, t in want.threads.items():
                 if tid not in self.targets.threads:
-                    self._add_thread(t)
+                    if not _try(ch, f"thread {tid}", self._add_thread, t):
+                        continue
                     ch.added.append(f"thread {tid} ({t.comm}, {t.role})")
                 self.targets.threads[tid] = t
         if self.p.has("net"):
@@ -133,7 +135,8 @@ class ProbeMaps:
                 ch.removed.append(f"tap {name}")
             for name, tap in want.taps.items():
                 if name not in self.targets.taps:
-                    self._add_tap(tap)
+                    if not _try(ch, f"tap {name}", self._add_tap, tap):
+                        continue
                     ch.added.append(f"tap {name}")
                 self.targets.taps[name] = tap
         if self.p.has("notify"):
@@ -141,12 +144,12 @@ class ProbeMaps:
                 self._drop_fd(key)
                 ch.removed.append(f"fd {key[0]}:{key[1]}")
             for key, fdt in want.fds.items():
+                if key in self.targets.fds and self.targets.fds[key] != fdt:
+                    self._drop_fd(key)  # same fd, new meaning (a re-used number): restart its counters
                 if key not in self.targets.fds:
-                    self._add_fd(fdt)
+                    if not _try(ch, f"fd {key[0]}:{key[1]}", self._add_fd, fdt):
+                        continue
                     ch.added.append(f"fd {key[0]}:{key[1]} ({fdt.role} q{fdt.queue})")
-                elif self.targets.fds[key] != fdt:  # same fd, new meaning (re-used number): restart
-                    self._drop_fd(key)
-                    self._add_fd(fdt)
                 self.targets.fds[key] = fdt
         self.p.activate("sched", bool(self.targets.threads))
         self.p.activate("net", bool(self.targets.taps))
@@ -183,10 +186,11 @@ class ProbeMaps:
         del self.targets.threads[tid]
 
     def _add_tap(self, t: TapTarget) -> None:
+        key = L.ifname_key(t.name)  # validates the name before a slot is taken
         slot = ct.c_uint32(self.tap_slots.take(t.name))
         stats = self._t("tap_stats")
         stats[slot] = stats.Leaf()
-        self._t("taps")[L.ifname_key(t.name)] = slot
+        self._t("taps")[key] = slot
         self._filter("ifname_len_filter", len(t.name.encode()) + 1, +1)
         self._last_taps[t.name] = [0] * len(TAP_FIELDS)
 
@@ -317,6 +321,16 @@ class ProbeMaps:
                     "wait_ns": v.wait_ns,
                 }
             )
+
+
+def _try(ch: Changes, what: str, add: Any, target: Any) -> bool:
+    """Add one target; a full slot table or a bad name skips it (noted in ``ch``) instead of stopping."""
+    try:
+        add(target)
+    except ProbeError as exc:
+        ch.skipped.append(f"{what}: {exc.message}")
+        return False
+    return True
 
 
 def _num(v: Any) -> int:

@@ -215,7 +215,7 @@ class Recorder:
 
     def _note(self, writer: RecordingWriter, ch: Any) -> None:
         if ch:
-            writer.note_change(time.time(), ch.added, ch.removed)
+            writer.note_change(time.time(), ch.added, ch.removed, ch.skipped)
             self.summary.changes += 1
 
     def _loop(self, writer: RecordingWriter, maps: ProbeMaps, probes: Probes) -> None:

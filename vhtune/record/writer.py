@@ -107,8 +107,11 @@ class RecordingWriter:
     def add(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         self.buffers[table].extend(rows)
 
-    def note_change(self, at: float, added: list[str], removed: list[str]) -> None:
-        self.manifest["changes"].append({"at": at, "added": added, "removed": removed})
+    def note_change(self, at: float, added: list[str], removed: list[str], skipped: list[str] | None = None) -> None:
+        entry: dict[str, Any] = {"at": at, "added": added, "removed": removed}
+        if skipped:
+            entry["skipped"] = skipped
+        self.manifest["changes"].append(entry)
 
     def pending_rows(self) -> int:
         return sum(len(r) for r in self.buffers.values())
