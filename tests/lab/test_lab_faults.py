@@ -34,21 +34,27 @@ def _run(name: str, *faults: str, backend: str = "vhtune") -> dict[str, Any]:
     return s
 
 
-@pytest.fixture(scope="module")
-def sink_baseline() -> float:
-    # Best of two: other engineers' tests share these two CPUs, a single baseline may be unlucky.
-    return max(_run("dpdk-sink")["throughput"]["pps"] for _ in range(2))
+def _paired_ratio(fault: str) -> tuple[float, dict[str, Any]]:
+    """Fault pps / unfaulted pps from adjacent runs: other engineers' tests share these two CPUs, so each fault
+    run is compared with a baseline taken right before it."""
+    base = _run("dpdk-sink")["throughput"]["pps"]
+    s = _run("dpdk-sink", fault)
+    return s["throughput"]["pps"] / max(base, 1.0), s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["cpu-hog", "same-cpu", "burst1"])
-def test_cpu_and_burst_faults_cut_throughput(fault: str, sink_baseline: float, no_leftovers: None) -> None:
-    s = _run("dpdk-sink", fault)
-    assert s["ok"], s["checks"]
-    assert s["throughput"]["pps"] < 0.8 * sink_baseline, (fault, s["throughput"], sink_baseline)
+@pytest.mark.parametrize(("fault", "pairs"), [("cpu-hog", 2), ("same-cpu", 2), ("burst1", 1)])
+def test_cpu_and_burst_faults_cut_throughput(fault: str, pairs: int, no_leftovers: None) -> None:
+    ratios = []
+    for _ in range(pairs):
+        r, s = _paired_ratio(fault)
+        assert s["ok"], s["checks"]
+        assert fault in s["fault_notes"]
+        ratios.append(r)
+    # Measured here: cpu-hog ≈ 0.3-0.5, same-cpu ≈ 0.3, burst1 ≈ 0.03 of the unfaulted rate.
+    assert sum(ratios) / len(ratios) < 0.8, (fault, ratios)
     if fault == "burst1":
         assert s["notifications"]["packets_per_burst"] == 1.0
-    assert fault in s["fault_notes"]
 
 
 @pytest.mark.slow
