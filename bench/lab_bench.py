@@ -24,6 +24,7 @@ PLAN: dict[str, tuple[tuple[str, str], dict[str, Any]]] = {
     "kvm-irqfd": (("throughput", "pps"), {"duration": 10, "count": 5000}),
     "dpdk-sink": (("throughput", "pps"), {"duration": 2}),
     "dpdk-gen": (("throughput", "pps"), {"duration": 2}),
+    "dpdk-echo": (("throughput", "round_trips_per_s"), {"duration": 2}),
 }
 
 

@@ -138,3 +138,15 @@ def test_hugepage_memory_leaves_no_files(no_leftovers: None) -> None:
         assert sent > 0 and got == sent
     finally:
         sock.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_echo_loop_scenario_on_the_reference_backend(no_leftovers: None) -> None:
+    from vhtune.lab import scenarios
+
+    s = scenarios.run("dpdk-echo", scenarios.RunOptions(duration=1, backend="vhtune"))
+    assert s["ok"], s["checks"]
+    st = s["backend_stats"]
+    # Every frame the front-end sent came back: the echo port turns guest TX into guest RX.
+    assert st["from_guest_packets"] > 1000
+    assert abs(st["from_guest_packets"] - st["to_guest_packets"]) <= 128

@@ -272,8 +272,9 @@ class Testpmd:
         out = self._text()[len(before) :]
         return out.rsplit(PROMPT, 1)[0]
 
-    def start(self) -> None:
-        self.cmd("start")
+    def start(self, tx_first: int = 0) -> None:
+        """``start``; with ``tx_first`` N, each port first sends N bursts (seeds a loop such as echo ↔ macswap)."""
+        self.cmd(f"start tx_first {tx_first}" if tx_first else "start")
         self.started = True
 
     def stop(self) -> list[ForwardStats]:
