@@ -70,3 +70,11 @@ def test_guest_with_two_queue_pairs(backend: str, no_leftovers: None) -> None:
     s = _run("guest-pktgen", duration=3, backend=backend, queues=2, count=5000)
     assert s["ok"], s["checks"]
     assert s["guest"]["sent"] == 5000
+
+
+@pytest.mark.slow
+def test_generator_into_an_idle_guest(no_leftovers: None) -> None:
+    s = _run("guest-rx", duration=3, backend="vhtune")
+    assert s["ok"], s["checks"]
+    # The guest received real frames from the back-end's generator, no more than were put on its ring.
+    assert 0 < s["guest"]["eth0_rx"] <= s["backend_stats"]["to_guest_packets"]
