@@ -24,6 +24,7 @@ KNOB_TARGET_KIND = {
     "sysctl": "sysctl",
     "module-param": "module-param",
     "qemu-option": "vm",
+    "backend-tunable": "backend",
 }
 
 

@@ -99,6 +99,7 @@ def backend_tunable(path: Path, key: str, current: Any, proposed: Any, expected:
         expected=expected,
         risk=risk,
         rollback=f"echo '{back}' | socat - UNIX-CONNECT:{sock}" if back else "set the previous value the same way",
+        **_tune("backend-tunable", f"pid={path.backend_pid},key={key}", proposed),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vhtune.errors import TuneError
 from vhtune.tune.knob import Knob, Target
+from vhtune.tune.knobs.backend import BackendTunableKnob
 from vhtune.tune.knobs.kernel import ModuleParamKnob, SysctlKnob
 from vhtune.tune.knobs.planned import QemuOptionKnob
 from vhtune.tune.knobs.tap import TapTxQueueLenKnob
@@ -11,7 +12,15 @@ from vhtune.tune.knobs.thread import ThreadAffinityKnob, ThreadSchedKnob
 
 KNOBS: dict[str, type[Knob]] = {
     k.name: k
-    for k in (ThreadAffinityKnob, ThreadSchedKnob, TapTxQueueLenKnob, SysctlKnob, ModuleParamKnob, QemuOptionKnob)
+    for k in (
+        ThreadAffinityKnob,
+        ThreadSchedKnob,
+        TapTxQueueLenKnob,
+        SysctlKnob,
+        ModuleParamKnob,
+        QemuOptionKnob,
+        BackendTunableKnob,
+    )
 }
 
 
