@@ -1,8 +1,8 @@
 """The smallest KVM VM that makes irqfd injections happen: a VM with the in-kernel irqchip, one vCPU (never
 run) and one irqfd. Run as a child process by the tests so that its writes are a process we control.
 
-argv: ``pic`` (irqfd on GSI 5: PIC/IOAPIC pin, injected from a kworker) or ``msi`` (a routing table with
-one MSI entry, GSI 24 → vector 0x31: injected inside the eventfd write). Prints "PID FD", waits for a
+argv: ``pic`` (irqfd on GSI 7: PIC/IOAPIC pin, injected from a kworker; not the lab's 5) or ``msi`` (a
+routing table with one MSI entry, GSI 24 → vector 0x31: injected inside the eventfd write). Prints "PID FD", waits for a
 line on stdin, writes the eventfd N times 1 ms apart (each write one injection), prints "done".
 """
 
@@ -30,7 +30,7 @@ def main() -> None:
     vm = fcntl.ioctl(kvm, KVM_CREATE_VM, 0)
     fcntl.ioctl(vm, KVM_CREATE_IRQCHIP, 0)
     fcntl.ioctl(vm, KVM_CREATE_VCPU, 0)  # the LAPIC an MSI is delivered to
-    gsi = 5
+    gsi = 7
     if mode == "msi":
         gsi = 24
         # struct kvm_irq_routing_entry: u32 gsi, type, flags, pad; union { msi: u32 address_lo, address_hi,

