@@ -57,3 +57,52 @@ def test_drop_reasons_come_from_the_format_file() -> None:
 def test_running_kernel_names_full_ring() -> None:
     assert Path("/sys/kernel/tracing/events/skb/kfree_skb/format").exists()
     assert "FULL_RING" in drop_reasons().values()
+
+
+@pytest.mark.root
+def test_in_process_load_counts_like_the_child_path() -> None:
+    # The default compiles in a child and keeps only fds; the in-process bcc path (used for the kprobe
+    # variant) must count the same.
+    import os
+
+    from vhtune.probes import FdTarget, ProbeMaps, TargetSet, load
+
+    probes = load(ProbeConfig(families=("notify",), compile_in_child=False))
+    try:
+        assert probes.variants["compile"] == "in-process (bcc)"
+        maps = ProbeMaps(probes)
+        efd = os.eventfd(0)
+        try:
+            ts = TargetSet()
+            ts.add_fd(FdTarget(os.getpid(), efd, "kick", 0))
+            maps.apply(ts)
+            maps.read()
+            for _ in range(100):
+                os.eventfd_write(efd, 1)
+            assert maps.read().fds[(os.getpid(), efd)] == {"writes": 100, "reads": 0, "injections": 0}
+        finally:
+            os.close(efd)
+    finally:
+        probes.close()
+
+
+RSS_PROBE = """
+import sys
+import pandas, pyarrow.parquet  # what the recorder holds anyway
+from vhtune.probes import load
+p = load()
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+print(p.variants["compile"], "bcc" in sys.modules, int(status["VmRSS"].split()[0]) // 1024)
+p.close()
+"""
+
+
+@pytest.mark.root
+def test_child_path_keeps_llvm_out_of_the_agent() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", RSS_PROBE], capture_output=True, text=True, timeout=120, check=True)
+    compile_where, bcc_loaded, rss_mb = out.stdout.strip().rsplit(" ", 2)
+    assert compile_where == "child process (fds handed over)" and bcc_loaded == "False"
+    assert int(rss_mb) < 150, f"VmRSS {rss_mb} MB"
