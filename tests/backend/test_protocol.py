@@ -426,3 +426,21 @@ def test_kick_without_fd_polls_the_ring(backend: Running) -> None:
         assert len(fe.wait_used(1, 5)) == 5
     finally:
         fe.close()
+
+
+def test_worker_affinity_follows_the_cpus_tunable(backend: Running) -> None:
+    fe = backend.connect()
+    try:
+        fe.handshake()
+        fe.setup_queue(0)
+        fe.setup_queue(1)
+        fe.sync()
+        tid = backend.control.queues()[1]["tid"]
+        assert tid
+        for cpus in ([1], [0], [0, 1]):
+            backend.control.set(cpus=cpus)
+            fe.tx(1, [net.make_frame(64)])  # the worker applies it on its next loop
+            fe.wait_used(1, 1)
+            assert wait_for(lambda: os.sched_getaffinity(tid) == set(cpus))  # noqa: B023
+    finally:
+        fe.close()
