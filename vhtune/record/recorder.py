@@ -131,6 +131,34 @@ def _headers_note() -> dict[str, str]:
     return {"kernel": platform.release(), "headers": target}
 
 
+class _BackgroundLoad:
+    """``load()`` in a thread; ``result()`` waits for it, ``discard()`` waits and closes what it made."""
+
+    def __init__(self, config: ProbeConfig) -> None:
+        self._out: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(config,), name="vhtune-probe-load", daemon=True)
+        self._thread.start()
+
+    def _run(self, config: ProbeConfig) -> None:
+        try:
+            self._out["probes"] = load(config)
+        except BaseException as exc:
+            self._out["error"] = exc
+
+    def result(self) -> Probes:
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out.pop("error")
+        probes: Probes = self._out.pop("probes")
+        return probes
+
+    def discard(self) -> None:
+        self._thread.join()
+        probes = self._out.pop("probes", None)
+        if probes is not None:
+            probes.close()
+
+
 class Recorder:
     def __init__(
         self,
@@ -155,8 +183,7 @@ class Recorder:
 
     def run(self) -> Summary:
         t_start = time.monotonic()
-        snap = self._snapshot()
-        writer = RecordingWriter(
+        writer = RecordingWriter(  # first: a bad -o fails before anything is compiled
             self.opts.out,
             {
                 "host": platform.node(),
@@ -169,13 +196,21 @@ class Recorder:
                     "controls": list(self.opts.selection.controls),
                 },
                 "environment": _headers_note(),
-                "discovery": to_jsonable(snap) if snap else None,
+                "discovery": None,
             },
         )
+        # Compile (in a child process) while discovery walks /proc: the two overlap on separate CPUs.
+        loader = _BackgroundLoad(self.opts.probe_config)
+        try:
+            snap = self._snapshot()
+        except BaseException:
+            loader.discard()
+            raise
+        writer.manifest["discovery"] = to_jsonable(snap) if snap else None
         probes: Probes | None = None
         try:
             with _signals(self.stop):
-                probes = load(self.opts.probe_config)
+                probes = loader.result()
                 maps = ProbeMaps(probes)
                 self._note(writer, maps.apply(build(snap, self.opts.selection)))
                 attached = time.monotonic() - t_start
@@ -205,7 +240,9 @@ class Recorder:
                 writer.close(f"error: {exc.message}")
             raise
         finally:
-            if probes is not None:
+            if probes is None:
+                loader.discard()
+            else:
                 self.summary.program_stats = probes.program_stats()
                 probes.close()
             self.summary.elapsed_s = time.monotonic() - t_start
