@@ -58,11 +58,19 @@ VHOST_KPROBES: dict[str, tuple[str, ...]] = {
 }
 
 
+PACKAGED_PROBES = Path("/usr/share/vhtune/probes")  # where a .deb puts probes/*.c and *.h
+
+
 def probes_dir() -> Path:
+    """The probe sources: $VHTUNE_PROBES_DIR, the source tree's probes/, or the packaged copy."""
     env = os.environ.get(PROBES_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "probes"
+    tree = Path(__file__).resolve().parents[2] / "probes"
+    for cand in (tree, PACKAGED_PROBES):
+        if (cand / "vhtune.bpf.c").is_file():
+            return cand
+    return tree  # the error then names the source-tree path
 
 
 @dataclass
