@@ -215,3 +215,22 @@ def test_disk_full_mid_recording_stops_with_one_sentence_and_keeps_what_was_writ
     df = read_table(out, "threads")
     assert len(df) >= 1 and target.pid in set(df["tid"])
     assert read_manifest(out)["complete"] is False
+
+
+def test_sigint_during_start_up_is_a_clean_stop(tmp_path: Path, target: subprocess.Popen[str]) -> None:
+    out = tmp_path / "rec"
+    rec = _record(out, "-p", str(target.pid), "--interval", "0.2", "--json")
+    try:
+        while not (out / "manifest.json").exists():  # the directory is made before discovery and the compile
+            assert rec.poll() is None
+            time.sleep(0.01)
+        rec.send_signal(signal.SIGINT)  # while the probes still compile
+        stdout, stderr = rec.communicate(timeout=60)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+        rec.wait(timeout=10)
+    assert rec.returncode == 0, stderr
+    m = read_manifest(out)
+    assert m["complete"] is True and m["stop_reason"] == "SIGINT"
+    assert json.loads(stdout)["intervals"] == 1

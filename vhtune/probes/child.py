@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import ctypes as ct
 import json
+import signal
 import socket
 import sys
 from typing import Any
@@ -66,6 +67,9 @@ def _serve(sock: socket.socket) -> dict[str, Any]:
 
 
 def main() -> None:
+    # A terminal's Ctrl-C reaches the whole process group: the parent turns it into a clean stop after
+    # attach, so the compile must not die of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         err = _serve(sock)

@@ -182,6 +182,11 @@ class Recorder:
             return None  # a failed refresh keeps the previous targets
 
     def run(self) -> Summary:
+        # Handlers first: a Ctrl-C during discovery or the compile becomes a clean stop after attach.
+        with _signals(self.stop):
+            return self._run()
+
+    def _run(self) -> Summary:
         t_start = time.monotonic()
         writer = RecordingWriter(  # first: a bad -o fails before anything is compiled
             self.opts.out,
@@ -209,26 +214,25 @@ class Recorder:
         writer.manifest["discovery"] = to_jsonable(snap) if snap else None
         probes: Probes | None = None
         try:
-            with _signals(self.stop):
-                probes = loader.result()
-                maps = ProbeMaps(probes)
-                self._note(writer, maps.apply(build(snap, self.opts.selection)))
-                attached = time.monotonic() - t_start
-                self.summary.start_to_attached_s = attached
-                self.summary.compile_s = probes.compile_s
-                self.summary.probes = dict(probes.families)
-                self.summary.variants = dict(probes.variants)
-                writer.manifest["probes"] = {
-                    "families": probes.families,
-                    "variants": probes.variants,
-                    "compile_s": probes.compile_s,
-                    "start_to_attached_s": attached,
-                    "max_threads": probes.config.max_threads,
-                    "max_taps": probes.config.max_taps,
-                    "max_fds": probes.config.max_fds,
-                }
-                writer.flush()
-                self._loop(writer, maps, probes)
+            probes = loader.result()
+            maps = ProbeMaps(probes)
+            self._note(writer, maps.apply(build(snap, self.opts.selection)))
+            attached = time.monotonic() - t_start
+            self.summary.start_to_attached_s = attached
+            self.summary.compile_s = probes.compile_s
+            self.summary.probes = dict(probes.families)
+            self.summary.variants = dict(probes.variants)
+            writer.manifest["probes"] = {
+                "families": probes.families,
+                "variants": probes.variants,
+                "compile_s": probes.compile_s,
+                "start_to_attached_s": attached,
+                "max_threads": probes.config.max_threads,
+                "max_taps": probes.config.max_taps,
+                "max_fds": probes.config.max_fds,
+            }
+            writer.flush()
+            self._loop(writer, maps, probes)
         except RecordingError as exc:
             self.summary.error = str(exc)
             self.summary.stop_reason = "error"
