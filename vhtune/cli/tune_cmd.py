@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,17 +17,7 @@ from vhtune.tune.engine import Request, apply_plan, make_plan, rollback_plan, ve
 from vhtune.tune.knob import Target
 from vhtune.tune.knobs import KNOBS
 from vhtune.tune.plan import Plan, load_plan
-
-# Which kind of target each knob takes (the TARGET argument of --set names its fields).
-KNOB_TARGET_KIND = {
-    "thread-affinity": "thread",
-    "thread-sched": "thread",
-    "tap-txqueuelen": "tap",
-    "sysctl": "sysctl",
-    "module-param": "module-param",
-    "qemu-option": "vm",
-    "backend-tunable": "backend",
-}
+from vhtune.tune.targets import KNOB_TARGET_KIND
 
 
 def _parse_target(knob: str, text: str) -> Target:
@@ -142,3 +134,54 @@ def rollback_cmd(plan_id: str | None, as_json: bool) -> None:
         emit_json({"plan": plan.id, "restored": done})
     else:
         click.echo(f"plan {plan.id}: restored {len(done)} value(s)")
+
+
+@tune.command("auto")
+@click.option("--scenario", default=None, help="Start this lab scenario as the live data path (vhtune lab list).")
+@click.option("--fault", "faults", multiple=True, help="Lab fault(s) for --scenario (vhtune lab list).")
+@click.option("--backend", default="vhtune", show_default=True, help="Lab back-end for --scenario.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Output directory.")
+@click.option("--window", default=5.0, show_default=True, help="Seconds per recording (before and after).")
+@click.option("--min-gain", default=0.25, show_default=True, help="Keep the change only above this relative gain.")
+@click.option("--tries", default=2, show_default=True, help="Recommendations to try in rank order.")
+@click.option("--only", multiple=True, help="Consider only these finding ids.")
+@click.option("--set", "manual", nargs=3, default=None, metavar="KNOB TARGET VALUE", help="Try this change instead.")
+@click.option("--metric", default=None, help="With --set: judge by this finding id's target metric.")
+@click.option("--json", "as_json", is_flag=True)
+def auto_cmd(
+    scenario: str | None,
+    faults: tuple[str, ...],
+    backend: str,
+    out: Path | None,
+    window: float,
+    min_gain: float,
+    tries: int,
+    only: tuple[str, ...],
+    manual: tuple[str, str, str] | None,
+    metric: str | None,
+    as_json: bool,
+) -> None:
+    """Closed loop: record → analyze → apply the top fix → record again → keep it or roll it back."""
+    from vhtune.tune.auto import AutoOptions, run_auto
+    from vhtune.tune.live import live_scenario, resolve_auto_target
+
+    out = out or Path(f"vhtune-auto-{time.strftime('%Y%m%d-%H%M%S')}")
+    opts = AutoOptions(out=out, window_s=window, min_gain=min_gain, max_tries=tries, only=only, manual_metric=metric)
+    # The scenario must outlive the baseline and every try (a recording, probe compilation, analysis, settling:
+    # generous, since a busy host stretches them); it is stopped as soon as the loop is done.
+    duration = min(300.0, (1 + (1 if manual else tries)) * (window + 30) + 30)
+    with live_scenario(scenario, list(faults), backend, duration) as live:
+        opts.backend_pids = live.backend_pids
+        if manual is not None:
+            knob, target, value = manual
+            if knob not in KNOB_TARGET_KIND:
+                raise TuneError(f"there is no knob named {knob!r}", f"known knobs: {', '.join(KNOB_TARGET_KIND)}")
+            opts.manual = Request(knob, resolve_auto_target(_parse_target(knob, target), live), _parse_value(value))
+        res = run_auto(opts)
+    if as_json:
+        emit_json({"auto": res, "lab": live.summary})
+        return
+    for i, a in enumerate(res.attempts, 1):
+        click.echo(f"try {i}: {a.finding['id']} on {a.finding['subject']}: {a.decision} — {a.reason}")
+    click.echo(f"decision: {res.decision}{' — ' + res.reason if not res.attempts else ''}")
+    click.echo(f"report:   {out / 'auto.html'}")

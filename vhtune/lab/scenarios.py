@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class RunOptions:
     rate: int = 0
     record: Path | None = None
     reverse: bool = False  # guest-iperf3: netns sends, guest receives
+    # Set by a caller that drives the data path itself (`vhtune tune auto`) to end the traffic phase early.
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def validate(self) -> None:
         if not 1 <= self.duration <= 300:
@@ -271,10 +274,10 @@ def _dpdk(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack, port:
     t0 = time.monotonic()
     # echo ↔ macswap is a closed loop: seed it with a few bursts, then every packet circulates.
     fe.start(tx_first=4 if fe_mode == "macswap" else 0)
-    time.sleep(opts.duration / 2)
+    opts.stop.wait(opts.duration / 2)
     faults.midpoint(ctx)
     mid = be.stats()
-    time.sleep(opts.duration / 2)
+    opts.stop.wait(opts.duration / 2)
     late = be.stats()
     secs = time.monotonic() - t0
     fwd = fe.stop() if fe.started else stopped

@@ -11,6 +11,16 @@ from vhtune.discover.model import ROLE_BACKEND, ROLE_VCPU, ROLE_VHOST_WORKER, RO
 from vhtune.errors import TuneError
 from vhtune.tune.knob import Target
 
+# Which kind of target each knob takes (`vhtune tune plan --set KNOB TARGET VALUE` names its fields).
+KNOB_TARGET_KIND = {
+    "thread-affinity": "thread",
+    "thread-sched": "thread",
+    "tap-txqueuelen": "tap",
+    "sysctl": "sysctl",
+    "module-param": "module-param",
+    "qemu-option": "vm",
+    "backend-tunable": "backend",
+}
 TUNABLE_THREAD_ROLES = {ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND, ROLE_VMM}
 HOST_WIDE = {"sysctl", "module-param"}
 
