@@ -32,6 +32,7 @@ class KvmIrqfdResult:
     guest_kicks: int  # doorbell writes the guest made (its own counter)
     guest_irqs: int  # interrupts its handler ran
     used_idx: int  # TX used.idx the back-end published
+    avail_idx: int  # TX avail.idx the guest published
     seconds: float
     timed_out: bool
     watchdog_irqs: int  # interrupts the watchdog injected itself to end a stuck run
@@ -127,6 +128,7 @@ class KvmIrqfdFrontend:
                 guest_kicks=vm.u16(g.KICKS),
                 guest_irqs=vm.u16(g.IRQ_COUNT),
                 used_idx=used,
+                avail_idx=vm.u16(g.TX_AVAIL + 2),
                 seconds=round(secs, 4),
                 timed_out=timed_out,
                 watchdog_irqs=watchdog,
