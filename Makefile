@@ -13,8 +13,19 @@ host:
 venv:
 	@bash packaging/venv-setup.sh $(VENV)
 
+# The main job on an embedded default: DPDK virtio-user → vhtune's back-end with a CPU hog pinned to the
+# back-end's CPU, recorded with the eBPF probes, analyzed, and written up as demo-report.html.
+DEMO_SCENARIO ?= dpdk-sink
+DEMO_FAULT    ?= cpu-hog
+DEMO_DIR      ?= demo-recording
+
 demo: setup
-	$(PY) -m vhtune demo
+	@rm -rf $(DEMO_DIR)
+	$(PY) -m vhtune doctor
+	$(PY) -m vhtune lab run $(DEMO_SCENARIO) --fault $(DEMO_FAULT) --duration 8 --record $(DEMO_DIR)
+	$(PY) -m vhtune analyze $(DEMO_DIR)
+	$(PY) -m vhtune report $(DEMO_DIR) -o demo-report.html
+	@echo "report: $(CURDIR)/demo-report.html"
 
 LINT_DIRS := $(wildcard vhtune tests bench)
 
