@@ -138,3 +138,39 @@ def test_rx_refill_policy_with_an_empty_guest_ring(short_tmp: Path, netns: str, 
             fe.close()
     finally:
         r.stop()
+
+
+def test_tap_deleted_under_the_backend(short_tmp: Path, netns: str) -> None:
+    """Someone deletes the tap: TX counts tap_error drops, the RX worker stops instead of spinning on
+    POLLERR, and the daemon keeps serving."""
+    tap = f"vhbd{os.getpid()}"[:15]
+    r = start_backend(short_tmp, f"tap:{tap}@{netns}")
+    try:
+        fe = r.connect()
+        try:
+            fe.handshake()
+            fe.setup_queue(0)
+            fe.setup_queue(1)
+            fe.post_rx(0, 16)
+            fe.sync()
+            ip("-n", netns, "link", "del", tap)
+            fe.tx(1, [net.make_frame(64)] * 5)
+            assert len(fe.wait_used(1, 5)) == 5  # buffers still come back
+            deadline = time.monotonic() + 5
+            while r.control.stats()["queues"][1]["drops"].get("tap_error", 0) < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            q = r.control.stats()["queues"]
+            assert q[1]["drops"].get("tap_error", 0) == 5 and q[1]["packets"] == 0
+            tid = r.control.queues()[0]["tid"]
+            time.sleep(0.3)
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            c0 = int(parts[11]) + int(parts[12])
+            time.sleep(0.5)
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            assert int(parts[11]) + int(parts[12]) - c0 <= 2  # ticks: asleep, not spinning
+        finally:
+            fe.close()
+    finally:
+        r.stop()

@@ -85,7 +85,10 @@ class Worker(threading.Thread):
         vq.kicks_off()
         while not self._stopping:
             self._affinity()
-            if not p.running:
+            if not p.running:  # broken queue or dead port: sleep until stopped, on the stop fd alone
+                for fd in registered:
+                    poller.unregister(fd)
+                registered.clear()
                 poller.poll(None)
                 continue
             if step(tun.burst):
@@ -118,6 +121,10 @@ class Worker(threading.Thread):
                         continue
                     with contextlib.suppress(BlockingIOError):
                         p.stats.kicks += os.eventfd_read(fd)
+                elif fd == wait_fd and fd == p.io.fd and ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    # A deleted tap leaves its queue fd in permanent POLLERR: stop instead of spinning.
+                    p.running = False
+                    p.drop("tap_error", f"{vq.name}: tap queue fd {fd} failed (interface deleted?); RX stopped")
             if arm:
                 vq.kicks_off()
 
