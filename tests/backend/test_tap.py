@@ -174,3 +174,28 @@ def test_tap_deleted_under_the_backend(short_tmp: Path, netns: str) -> None:
             fe.close()
     finally:
         r.stop()
+
+
+def test_attach_to_an_existing_persistent_tap(short_tmp: Path, netns: str) -> None:
+    tap = f"vhba{os.getpid()}"[:15]
+    ip("-n", netns, "tuntap", "add", "dev", tap, "mode", "tap", "multi_queue", "vnet_hdr")
+    r = start_backend(short_tmp, f"tap:{tap}@{netns}")
+    try:
+        fe = r.connect()
+        try:
+            fe.handshake()
+            fe.setup_queue(0)
+            fe.setup_queue(1)
+            before = link_stats(netns, tap)["packets"]
+            fe.tx(1, [net.make_frame(80)] * 6)
+            assert len(fe.wait_used(1, 6)) == 6
+            deadline = time.monotonic() + 5
+            while link_stats(netns, tap)["packets"] - before < 6 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert link_stats(netns, tap)["packets"] - before == 6
+        finally:
+            fe.close()
+    finally:
+        r.stop()
+    # Attached, not created: the persistent tap outlives the back-end.
+    assert tap in ip("-n", netns, "link", "show").stdout
