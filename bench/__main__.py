@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -21,7 +22,12 @@ def main(argv: list[str]) -> int:
         if not (here / f"{mod}.py").exists():
             print(f"bench: no benchmark {name!r} (have: {', '.join(p.stem for p in here.glob('*.py'))})")
             return 2
-        rc |= int(importlib.import_module(f"bench.{mod}").main(rest) or 0)
+        fn = importlib.import_module(f"bench.{mod}").main
+        if inspect.signature(fn).parameters:
+            rc |= int(fn(rest) or 0)
+        else:  # a main() that reads sys.argv itself
+            sys.argv = [str(here / f"{mod}.py"), *rest]
+            rc |= int(fn() or 0)
     return rc
 
 
