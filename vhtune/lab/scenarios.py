@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vhtune.errors import LabError, UsageError
+from vhtune.errors import CapabilityError, LabError, UsageError
 from vhtune.lab import dpdk
 from vhtune.lab.backends import BACKENDS, BackendOptions, LabBackend, make_backend
 from vhtune.lab.faults import FaultContext, FaultSet, Placement
@@ -329,8 +330,6 @@ def dpdk_echo(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -
 
 def kvm_irqfd(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
     """N packets, each one guest doorbell (ioeventfd kick) and one back-end call (irqfd → KVM interrupt)."""
-    import os
-
     from vhtune.lab.kvm_front import KvmIrqfdFrontend
     from vhtune.lab.kvmtrace import KvmTrace
 
@@ -403,6 +402,8 @@ def run(name: str, opts: RunOptions) -> dict[str, Any]:
         raise UsageError(f"scenario {name!r} is unknown", hint=f"one of {', '.join(SCENARIOS)}")
     opts.validate()
     faults = FaultSet.parse(opts.faults)
+    if os.geteuid() != 0:
+        raise CapabilityError("the lab needs root (network namespaces, taps, /dev/kvm, BPF)", hint="run as root")
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         stack.callback(faults.stop)
