@@ -49,7 +49,16 @@ def test_sigint_prints_the_stats_table(short_tmp: Path) -> None:
 
 
 def test_bad_input_is_one_sentence(short_tmp: Path) -> None:
+    busy = short_tmp / "busy.sock"
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(busy))
+    listener.listen(1)
+    (short_tmp / "file").write_text("x")
     cases = [
+        (["--socket", str(busy)], "is in use by a running process"),
+        (["--socket", str(short_tmp / "file")], "exists and is not a socket"),
         (["--socket", str(short_tmp / "s"), "--port", "bogus"], "unknown port 'bogus'"),
         (["--socket", str(short_tmp / "s"), "--cpu", "x"], "bad CPU list"),
         (["--socket", str(short_tmp / "s"), "--burst", "0"], "burst must be an integer in 1..256"),
@@ -57,7 +66,10 @@ def test_bad_input_is_one_sentence(short_tmp: Path) -> None:
         (["--socket", "/proc/vhtune-no.sock"], "cannot bind /proc/vhtune-no.sock"),
         (["--socket", str(short_tmp / "s"), "--port", "tap:vhbx0@vhb-no-such-ns"], "does not exist"),
     ]
-    for args, msg in cases:
-        r = run_cli(*args)
-        assert r.returncode != 0, args
-        assert msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    try:
+        for args, msg in cases:
+            r = run_cli(*args)
+            assert r.returncode != 0, args
+            assert msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    finally:
+        listener.close()

@@ -110,7 +110,15 @@ class Listener:
         if p.exists():
             if not stat.S_ISSOCK(p.stat().st_mode):
                 raise UsageError(f"{path} exists and is not a socket", "pick another --socket path")
-            p.unlink()
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                probe.connect(path)
+            except OSError:
+                p.unlink()  # a stale socket file: nobody listens on it
+            else:
+                raise UsageError(f"{path} is in use by a running process", "stop it or pick another --socket")
+            finally:
+                probe.close()
         p.parent.mkdir(parents=True, exist_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
