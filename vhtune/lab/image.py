@@ -21,6 +21,7 @@ import lzma
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -173,6 +174,29 @@ def extract_vmlinux(bzimage: bytes) -> bytes:
     raise LabError("no xz-compressed ELF found inside the kernel image")
 
 
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+
+
+def has_pvh_entry(elf: bytes) -> bool:
+    """Whether an ELF64 kernel carries the Xen PVH entry note (name "Xen", type 18) QEMU's -kernel needs."""
+    if elf[:4] != b"\x7fELF" or elf[4] != 2:
+        return False
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+        if p_type != 4:  # PT_NOTE
+            continue
+        off, end = p_offset, p_offset + p_filesz
+        while off + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", elf, off)
+            name = elf[off + 12 : off + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
+                return True
+            off += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
+    return False
+
+
 def modinfo_depends(ko: bytes) -> list[str]:
     """Module names from the ``depends=`` entry of a .ko's .modinfo (NUL-separated key=value strings)."""
     m = re.search(rb"(?:^|\x00)depends=([^\x00]*)\x00", ko)
@@ -291,7 +315,10 @@ def _build(root: Path, packages: dict[str, str], files: dict[str, tuple[str, str
         vmlinuz, modroot = _unpack_kernel(deb, work / "deb")
         out = work / "out"
         out.mkdir()
-        (out / "vmlinux").write_bytes(extract_vmlinux(vmlinuz.read_bytes()))
+        vmlinux = extract_vmlinux(vmlinuz.read_bytes())
+        if not has_pvh_entry(vmlinux):
+            raise LabError(f"{deb.name}: the kernel has no PVH entry note; QEMU -kernel cannot boot it as an ELF")
+        (out / "vmlinux").write_bytes(vmlinux)
         tree = work / "initramfs"
         _populate(tree, modroot, files)
         write_newc(tree, out / "initramfs.cpio.gz")
