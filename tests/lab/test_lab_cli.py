@@ -26,7 +26,16 @@ def test_lab_list_json() -> None:
     assert cp.returncode == 0, cp.stderr
     data = json.loads(cp.stdout)
     got = {s["name"] for s in data["scenarios"]}
-    assert {"guest-ping", "guest-pktgen", "guest-iperf3", "dpdk-sink", "dpdk-gen", "kvm-irqfd"} <= got
+    assert got == {
+        "guest-ping",
+        "guest-pktgen",
+        "guest-iperf3",
+        "guest-rx",
+        "dpdk-sink",
+        "dpdk-gen",
+        "dpdk-echo",
+        "kvm-irqfd",
+    }
     assert "cpu-hog" in data["faults"]
 
 
