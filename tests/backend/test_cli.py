@@ -61,6 +61,7 @@ def test_bad_input_is_one_sentence(short_tmp: Path) -> None:
         (["--socket", str(short_tmp / "file")], "exists and is not a socket"),
         (["--socket", str(short_tmp / "s"), "--port", "bogus"], "unknown port 'bogus'"),
         (["--socket", str(short_tmp / "s"), "--cpu", "x"], "bad CPU list"),
+        (["--socket", str(short_tmp / "s"), "--queue-cpu", "x"], "bad --queue-cpu 'x'"),
         (["--socket", str(short_tmp / "s"), "--burst", "0"], "burst must be an integer in 1..256"),
         (["--socket", str(short_tmp / "s"), "--queues", "0"], "--queues 0 must be 1..128"),
         (["--socket", "/proc/vhtune-no.sock"], "cannot bind /proc/vhtune-no.sock"),

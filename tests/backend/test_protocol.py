@@ -442,5 +442,15 @@ def test_worker_affinity_follows_the_cpus_tunable(backend: Running) -> None:
             fe.tx(1, [net.make_frame(64)])  # the worker applies it on its next loop
             fe.wait_used(1, 1)
             assert wait_for(lambda: os.sched_getaffinity(tid) == set(cpus))  # noqa: B023
+        # A per-queue override wins over the common list; JSON keys are strings.
+        t = backend.control.set(queue_cpus={"1": [1]}, cpus=[0])
+        assert t["queue_cpus"] == {"1": [1]}
+        fe.tx(1, [net.make_frame(64)])
+        fe.wait_used(1, 1)
+        assert wait_for(lambda: os.sched_getaffinity(tid) == {1})
+        from vhtune.errors import VhtuneError
+
+        with pytest.raises(VhtuneError, match="not a queue index"):
+            backend.control.set(queue_cpus={"x": [0]})
     finally:
         fe.close()

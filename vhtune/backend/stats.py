@@ -50,10 +50,23 @@ class Tunables:
     suppression: bool = True
     call_coalesce: int = 1  # signal the driver at most once per this many bursts (always before sleeping)
     cpus: list[int] = field(default_factory=list)  # worker affinity; empty = inherit
+    queue_cpus: dict[int, list[int]] = field(default_factory=dict)  # per-queue override of cpus
     rx_refill: str = "wait"  # RX ring empty: wait for a refill kick (tap queue backs up) or read and drop
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    LIVE = ("burst", "busy_poll_us", "event_idx", "suppression", "call_coalesce", "cpus", "rx_refill")
+    LIVE = (
+        "burst",
+        "busy_poll_us",
+        "event_idx",
+        "suppression",
+        "call_coalesce",
+        "cpus",
+        "queue_cpus",
+        "rx_refill",
+    )
+
+    def cpus_for(self, queue: int) -> list[int]:
+        return self.queue_cpus.get(queue, self.cpus)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("queue_pairs", *self.LIVE)}
@@ -80,6 +93,18 @@ def _check(k: str, v: Any) -> Any:
         if v not in RX_REFILL:
             raise UsageError(f"rx_refill must be one of {RX_REFILL}, got {v!r}")
         return v
+    if k == "queue_cpus":
+        # JSON object keys are strings: {"1": [0], "3": [1]}
+        if not isinstance(v, dict):
+            raise UsageError(f'queue_cpus must map queue index to a CPU list, e.g. {{"1": [0]}}, got {v!r}')
+        out: dict[int, list[int]] = {}
+        for q, cl in v.items():
+            try:
+                qi = int(q)
+            except (TypeError, ValueError):
+                raise UsageError(f"queue_cpus: {q!r} is not a queue index") from None
+            out[qi] = _check("cpus", cl)
+        return out
     if k == "cpus":
         if not isinstance(v, list) or not all(isinstance(c, int) and c >= 0 for c in v):
             raise UsageError(f"cpus must be a list of CPU numbers, got {v!r}")
@@ -89,6 +114,17 @@ def _check(k: str, v: Any) -> Any:
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise UsageError(f"{k} must be an integer in {lo}..{hi}, got {v!r}")
     return v
+
+
+def parse_queue_cpus(items: tuple[str, ...] | list[str]) -> dict[int, list[int]]:
+    """``("1=0", "3=1")`` → {1: [0], 3: [1]}."""
+    out: dict[int, list[int]] = {}
+    for item in items:
+        q, sep, cl = item.partition("=")
+        if not sep or not q.isdigit():
+            raise UsageError(f"bad --queue-cpu {item!r}", "use QUEUE=CPULIST, e.g. 1=0 or 3=0-1")
+        out[int(q)] = parse_cpus(cl)
+    return out
 
 
 def parse_cpus(text: str) -> list[int]:

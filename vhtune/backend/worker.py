@@ -54,7 +54,7 @@ class Worker(threading.Thread):
             os.close(self._stop_fd)
 
     def _affinity(self) -> None:
-        cpus = self.path.tun.cpus
+        cpus = self.path.tun.cpus_for(self.path.vq.index)
         if cpus != self._cpus:
             self._cpus = list(cpus)
             try:

@@ -8,7 +8,7 @@ import click
 
 from vhtune.backend.daemon import BackendConfig, Daemon
 from vhtune.backend.ports import parse_port
-from vhtune.backend.stats import RX_REFILL, Tunables, parse_cpus
+from vhtune.backend.stats import RX_REFILL, Tunables, parse_cpus, parse_queue_cpus
 from vhtune.cli import cli
 from vhtune.cli.output import console, emit_json, table
 from vhtune.errors import UsageError
@@ -30,6 +30,7 @@ from vhtune.errors import UsageError
 )
 @click.option("--call-coalesce", type=int, default=1, show_default=True, help="Bursts per call (1..1024).")
 @click.option("--cpu", "cpus", default="", help="Worker CPU affinity, e.g. 1 or 0-1.")
+@click.option("--queue-cpu", "queue_cpu", multiple=True, help="Per-queue affinity QUEUE=CPULIST (repeatable).")
 @click.option("--rx-refill", type=click.Choice(RX_REFILL), default="wait", show_default=True)
 @click.option("--control", "control", default=None, help="Control socket path (JSON lines, mode 0600).")
 @click.option("--json", "as_json", is_flag=True, help="Print the exit stats as JSON.")
@@ -45,6 +46,7 @@ def backend_cmd(
     notify_suppression: bool,
     call_coalesce: int,
     cpus: str,
+    queue_cpu: tuple[str, ...],
     rx_refill: str,
     control: str | None,
     as_json: bool,
@@ -62,6 +64,7 @@ def backend_cmd(
         suppression=notify_suppression,
         call_coalesce=call_coalesce,
         cpus=parse_cpus(cpus),
+        queue_cpus=parse_queue_cpus(queue_cpu),
         rx_refill=rx_refill,
     )
     cfg = BackendConfig(socket=sock, port=parse_port(port), client=connect, control=control, tunables=tun)
