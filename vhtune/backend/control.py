@@ -29,6 +29,7 @@ class ControlServer(threading.Thread):
         super().__init__(name="vhtune-ctl", daemon=True)
         self.path = path
         self.handlers = handlers
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
