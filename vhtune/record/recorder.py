@@ -271,9 +271,22 @@ class Recorder:
             if deadline is not None:
                 target = min(target, deadline)
             self.stop.event.wait(max(0.0, target - time.monotonic()))
+            want = None
+            if time.monotonic() >= next_refresh and not self.stop.event.is_set():
+                # Discover first (the slow part), then read and apply back to back: targets that come or go
+                # change within milliseconds of an interval boundary, so their first and last intervals are
+                # whole (the interval itself stretches by the discovery time, measured below).
+                next_refresh = time.monotonic() + opts.refresh_s
+                snap = self._snapshot()
+                if snap is not None or opts.selection.pids or opts.selection.controls:
+                    want = build(snap, opts.selection)
             now = time.monotonic()
             d = maps.read()
-            rows = to_rows(d, maps.targets, pd.Timestamp.now(tz="UTC"), now - last)
+            targets = maps.targets
+            if want is not None:
+                targets = TargetSet(dict(targets.threads), dict(targets.taps), dict(targets.fds))
+                self._note(writer, maps.apply(want))
+            rows = to_rows(d, targets, pd.Timestamp.now(tz="UTC"), now - last)
             last = now
             index += 1
             for table, rs in rows.items():
@@ -282,7 +295,7 @@ class Recorder:
             self.summary.intervals = index
             self.summary.lost_events += rows["lost"][0]["total"]
             if self.on_interval:
-                self.on_interval(IntervalView(index, now - t0, rows, rows["lost"][0]["total"], maps.targets))
+                self.on_interval(IntervalView(index, now - t0, rows, rows["lost"][0]["total"], targets))
             done = self.stop.event.is_set() or (deadline is not None and now >= deadline - 1e-3)
             if done:
                 writer.manifest["program_stats"] = probes.program_stats()
@@ -296,11 +309,6 @@ class Recorder:
                 return
             if index % opts.flush_every == 0:
                 writer.flush()
-            if now >= next_refresh:
-                next_refresh = now + opts.refresh_s
-                snap = self._snapshot()
-                if snap is not None or opts.selection.pids or opts.selection.controls:
-                    self._note(writer, maps.apply(build(snap, opts.selection)))
 
     def _accumulate(self, rows: Rows) -> None:
         for r in rows.get("threads", []):
