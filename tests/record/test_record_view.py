@@ -22,7 +22,7 @@ def _render(obj: object) -> str:
 def test_live_view_shows_top_threads_taps_and_lost_events() -> None:
     ts = TargetSet()
     ts.add_thread(ThreadTarget(11, 10, "vhtune-q1", "backend-worker"))
-    ts.add_tap(TapTarget("vhltp1x0"))
+    ts.add_tap(TapTarget("vhltp1x0", vm="guest-a"))
     rows = {
         "threads": [
             {"comm": "idle", "tid": 12, "role": "vcpu", "oncpu_pct": 3.0, "runq_p99_ns": math.nan, "wakeups": 1},
@@ -44,6 +44,7 @@ def test_live_view_shows_top_threads_taps_and_lost_events() -> None:
     idle = next(i for i, ln in enumerate(lines) if "idle" in ln)
     assert q1 < idle and "97.5" in lines[q1] and "2.1 ms" in lines[q1]
     assert "123456" in text and "call" in text and "lost events 2" in text
+    assert "guest-a" in next(ln for ln in lines if "vhltp1x0" in ln)
 
 
 def test_summary_and_units(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,6 +43,7 @@ def test_default_is_the_data_path_and_all_adds_vmm_threads() -> None:
     assert set(ts.threads) == {101, 201}
     assert ts.threads[101].role == ROLE_VCPU and ts.threads[201].comm == "rte-worker-1"
     assert set(ts.taps) == {"tap0", "tapX"}
+    assert ts.taps["tap0"].vm == "pid 100" and ts.taps["tapX"].vm is None  # held by the VM / by someone else
     assert set(ts.fds) == {(100, 20), (200, 30)}  # not bash's eventfd
     assert set(build(_snap(), Selection(all=True)).threads) == {100, 101, 201}
 

@@ -29,8 +29,15 @@ def _view(iv: IntervalView, progress: Progress | None) -> Group:
     ]
     taps = iv.rows.get("taps", [])
     if taps:
-        tap_rows = [(r["ifname"], f"{r['rx_pps']:.0f}", f"{r['tx_pps']:.0f}", r["drops"]) for r in taps]
-        parts.append(table("taps", ["tap", "rx pps", "tx pps", "drops"], tap_rows))
+
+        def vm(name: str) -> str:
+            t = iv.targets.taps.get(name)
+            return escape(t.vm) if t is not None and t.vm else "-"
+
+        tap_rows = [
+            (r["ifname"], vm(r["ifname"]), f"{r['rx_pps']:.0f}", f"{r['tx_pps']:.0f}", r["drops"]) for r in taps
+        ]
+        parts.append(table("taps (rx = from the VM)", ["tap", "VM", "rx pps", "tx pps", "drops"], tap_rows))
     queues = [r for r in iv.rows.get("queues", []) if r["writes"] or r["reads"]]
     if queues:
         q_rows = [(r["pid"], r["fd"], r["role"], r["queue"], r["writes"], r["reads"]) for r in queues[:10]]

@@ -23,6 +23,7 @@ class TapTarget:
     name: str
     ifindex: int | None = None
     netns: str = "root"
+    vm: str | None = None  # the VM holding it (name, else "pid N"), for people reading the live view
 
 
 @dataclass(frozen=True)

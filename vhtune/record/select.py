@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vhtune.discover.model import ROLE_BACKEND, ROLE_OTHER, ROLE_VCPU, ROLE_VHOST_WORKER, Snapshot
+from vhtune.discover.model import ROLE_BACKEND, ROLE_OTHER, ROLE_VCPU, ROLE_VHOST_WORKER, Snapshot, TapInfo
 from vhtune.errors import DiscoveryError
 from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TapTarget, TargetSet, ThreadTarget
 from vhtune.record.backend_ctl import control_targets, discovered_controls, propagate_roles
@@ -76,6 +76,17 @@ def proc_eventfds(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int |
     return sorted(out)
 
 
+def _tap_owner(snap: Snapshot, tap: TapInfo) -> str | None:
+    vms = {vm.pid: vm for vm in snap.vms}
+    for pid in tap.owner_pids:
+        if pid in vms:
+            return vms[pid].name or f"pid {pid}"
+    for vm in snap.vms:  # QEMU's -netdev tap,ifname=… names it even when another process holds the fd
+        if any(n.ifname == tap.name for n in vm.netdevs):
+            return vm.name or f"pid {vm.pid}"
+    return None
+
+
 def build(snap: Snapshot | None, sel: Selection) -> TargetSet:
     ts = TargetSet()
     roles = {t.tid: t.role for t in snap.threads} if snap else {}
@@ -89,20 +100,21 @@ def build(snap: Snapshot | None, sel: Selection) -> TargetSet:
             wanted = set(sel.pids)
             for tap in snap.taps:
                 if wanted & set(tap.owner_pids):
-                    ts.add_tap(TapTarget(tap.name, tap.ifindex, tap.netns))
+                    ts.add_tap(TapTarget(tap.name, tap.ifindex, tap.netns, _tap_owner(snap, tap)))
     elif snap:
         owners = {vm.pid for vm in snap.vms} | {b.pid for b in snap.backends}
         for t in snap.threads:
             if t.role in DATA_PATH_ROLES or (sel.all and t.pid in owners):
                 ts.add_thread(ThreadTarget(t.tid, t.pid, t.comm, t.role))
         for tap in snap.taps:
-            ts.add_tap(TapTarget(tap.name, tap.ifindex, tap.netns))
+            ts.add_tap(TapTarget(tap.name, tap.ifindex, tap.netns, _tap_owner(snap, tap)))
         for e in snap.eventfds:
             if e.pid in owners:
                 ts.add_fd(FdTarget(e.pid, e.fd, ROLE_EVENTFD, None, e.eventfd_id))
     for name in sel.taps:
         known = next((t for t in snap.taps if t.name == name), None) if snap else None
-        ts.add_tap(TapTarget(name, known.ifindex if known else None, known.netns if known else "?"))
+        owner = _tap_owner(snap, known) if snap and known else None
+        ts.add_tap(TapTarget(name, known.ifindex if known else None, known.netns if known else "?", owner))
     controls = list(sel.controls) + ([] if sel.pids else discovered_controls(snap))
     extras = [control_targets(c) for c in controls]
     if sel.extra is not None:
