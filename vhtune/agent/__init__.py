@@ -1,0 +1,1 @@
+"""`vhtune agent`: probes kept attached, discovery refreshed, Prometheus metrics, a rolling recording."""
