@@ -27,6 +27,9 @@ SH
 chmod 0755 "$pkg/usr/bin/vhtune"
 install -m 0644 packaging/vhtune.service "$pkg/lib/systemd/system/vhtune.service"
 install -m 0644 packaging/grafana-dashboard.json "$pkg/usr/share/vhtune/grafana-dashboard.json"
+# The eBPF sources: bcc compiles them on the host at record time (vhtune/probes looks here when packaged).
+install -d "$pkg/usr/share/vhtune/probes"
+install -m 0644 probes/*.bpf.c probes/*.h "$pkg/usr/share/vhtune/probes/"
 install -m 0644 README.md "$pkg/usr/share/doc/vhtune/README.md"
 
 installed_kb=$(du -sk "$pkg" | cut -f1)

@@ -74,6 +74,21 @@ def test_installed_doctor_and_unit(installed: Path) -> None:
     assert verify.returncode == 0, verify.stderr
 
 
+def test_installed_package_records(installed: Path, tmp_path: Path) -> None:
+    """The packaged probe sources compile and attach: a 2 s recording of a process from the installed vhtune."""
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        out = tmp_path / "rec"
+        argv = ["/usr/bin/vhtune", "record", "-o", str(out), "-p", str(sleeper.pid), "--duration", "2", "--json"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["complete"] is True and "probes" in manifest
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_removal_leaves_nothing(installed: Path) -> None:
     # Runs after the install test in this module; removing here and checking is the last step.
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
