@@ -83,7 +83,7 @@ def test_runq_latency_p99_rises_with_a_hog_on_the_same_cpu(maps: ProbeMaps) -> N
 
 
 def test_wakeups_and_voluntary_switches_of_a_sleeper(maps: ProbeMaps) -> None:
-    with spawned(SLEEPER.format(secs=2), cpu=0) as proc:
+    with spawned(SLEEPER.format(secs=2), cpu=0, rr=True) as proc:  # RR: the shared load cannot starve it
         assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
         _watch(maps, proc.pid)
         maps.read()
