@@ -52,20 +52,7 @@ def test_iperf3_into_guest_completes_and_tiny_txqueuelen_drops_at_the_tap(no_lef
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "backend",
-    [
-        "dpdk",
-        pytest.param(
-            "vhtune",
-            marks=pytest.mark.xfail(
-                reason="reference back-end refuses QEMU's per-queue-pair SET_FEATURES once pair 0 runs "
-                "('features cannot change while rings run'); passes once it accepts an unchanged value",
-                strict=False,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("backend", ["dpdk", "vhtune"])
 def test_guest_with_two_queue_pairs(backend: str, no_leftovers: None) -> None:
     s = _run("guest-pktgen", duration=3, backend=backend, queues=2, count=5000)
     assert s["ok"], s["checks"]

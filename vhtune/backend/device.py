@@ -158,7 +158,9 @@ class NetDevice:
         extra = f & ~self.offered
         if extra:
             raise ProtocolError(f"bits {extra:#x} were not offered", msg.name, "features")
-        if self.running:
+        if self.running and f != self.features:
+            # QEMU's vhost-user net sends SET_FEATURES once per queue pair (one vhost_dev each), so pairs
+            # after the first repeat it while pair 0 runs: the same value is a no-op, a change is refused.
             raise ProtocolError("features cannot change while rings run", msg.name, "features")
         self.features = f
 
