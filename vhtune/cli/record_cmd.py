@@ -67,6 +67,8 @@ def _print_summary(s: Summary) -> None:
         f"attached in {s.start_to_attached_s:.2f} s; lost events {s.lost_events}"
     )
     con.print("probes: " + ", ".join(f"{k} {v}" for k, v in s.probes.items()))
+    if not (s.threads or s.taps or s.queues):
+        con.print("nothing was watched: no VM or back-end was found; name targets with -p PID, --tap or --control")
     rows = [
         (escape(t["comm"]), t["tid"], t["role"], f"{t['oncpu_pct']:.1f}", _ns(t["max_p99_ns"] or float("nan")))
         for t in s.threads[:15]
