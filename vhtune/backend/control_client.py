@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 from vhtune.errors import VhtuneError
@@ -58,3 +59,17 @@ class ControlClient:
 
     def set(self, **kv: Any) -> dict[str, Any]:
         return dict(self.call("set", **kv)["tunables"])
+
+
+def control_socket_of(pid: int, proc: Path = Path("/proc")) -> str | None:
+    """The ``--control PATH`` a running ``vhtune backend`` was started with, or None (no such option, gone)."""
+    try:
+        args = [a.decode(errors="replace") for a in (proc / str(pid) / "cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        return None
+    for i, a in enumerate(args):
+        if a == "--control" and i + 1 < len(args) and args[i + 1]:
+            return args[i + 1]
+        if a.startswith("--control="):
+            return a.split("=", 1)[1]
+    return None

@@ -156,22 +156,31 @@ class GuestMemory:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Burst check: every (addr, len) inside the one region holding the lowest addr, min_len <= len <= max_len.
 
-        A sufficient test from four reductions (min/max of addr and len); None means "use the exact
-        per-descriptor path", not "invalid". Returns the region's bytes and int64 offsets (empty if not wanted).
+        A sufficient test from two or three reductions; None means "use the exact per-descriptor path", not
+        "invalid". Returns the region's bytes and int64 offsets (empty if not wanted).
         """
-        # ufunc.reduce directly: the ndarray.min/max wrappers cost ~1 µs each per burst.
-        lo_len, hi_len = int(_MIN(lens)), int(_MAX(lens))
-        if lo_len < min_len or hi_len > max_len:
+        # ufunc.reduce directly (the ndarray.min/max wrappers cost ~1 µs each per burst), and unsigned
+        # wrap-around to get both bounds from one max: len < min_len wraps to a huge len - min_len, and
+        # addr < start wraps to a huge addr - start.
+        if len(lens) == 0 or not self.regions:
             return None
-        lo = int(_MIN(addrs))
-        for r in self.regions:
-            start = r.desc.gpa
-            if start <= lo < start + r.desc.size:
-                if int(_MAX(addrs)) + hi_len > start + r.desc.size:
-                    return None
-                offs = (addrs - np.uint64(start)).astype(np.int64) if want_offsets else _EMPTY
-                return r.arr, offs
-        return None
+        over = int(_MAX(lens - np.uint32(min_len)))
+        if over > max_len - min_len:
+            return None
+        hi_len = over + min_len
+        if len(self.regions) == 1:
+            r = self.regions[0]
+        else:
+            lo = int(_MIN(addrs))
+            for r in self.regions:
+                if r.desc.gpa <= lo < r.desc.gpa + r.desc.size:
+                    break
+            else:
+                return None
+        rel = addrs - np.uint64(r.desc.gpa)
+        if int(_MAX(rel)) + hi_len > r.desc.size:
+            return None
+        return r.arr, (rel.astype(np.int64) if want_offsets else _EMPTY)
 
     def locate(self, addrs: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorized: region index, offset and an ok mask for each (guest-physical addr, len) pair."""

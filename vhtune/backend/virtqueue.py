@@ -137,20 +137,18 @@ class Virtqueue:
 
     def pop(self, n: int) -> np.ndarray:
         """Take n heads (a copy) from the avail ring, advancing last_avail."""
-        s = self.last_avail & (self.num - 1)
-        if s + n <= self.num:
-            heads = self.avail_ring[s : s + n].copy()
-        else:
-            heads = self.avail_ring[(s + np.arange(n, dtype=np.uint32)) & (self.num - 1)]
+        heads = self.peek(n)
         self.last_avail = (self.last_avail + n) & 0xFFFF
         return heads
 
     def peek(self, n: int) -> np.ndarray:
-        """The next n heads (a copy) without consuming them."""
-        s = self.last_avail & (self.num - 1)
-        if s + n <= self.num:
+        """The next n heads (a copy) without consuming them. A run that crosses the ring's end is two
+        slices, not a fancy index (≈ 10x cheaper)."""
+        num = self.num
+        s = self.last_avail & (num - 1)
+        if s + n <= num:
             return self.avail_ring[s : s + n].copy()
-        return self.avail_ring[(s + np.arange(n, dtype=np.uint32)) & (self.num - 1)]
+        return np.concatenate((self.avail_ring[s:num], self.avail_ring[: s + n - num]))
 
     def descs(self, heads: np.ndarray) -> np.ndarray:
         """Copy of the head descriptors (heads must be < num)."""
@@ -213,38 +211,29 @@ class Virtqueue:
             i = nxt
 
     # --- used side ----------------------------------------------------------------------------------------
-    def push(self, ids: np.ndarray, lens: np.ndarray) -> None:
-        k = len(ids)
-        if not k:
-            return
-        slots = (self.used_idx + np.arange(k, dtype=np.uint32)) & (self.num - 1)
-        self.used_ring["id"][slots] = ids
-        self.used_ring["len"][slots] = lens
+    def _put_used(self, vals: np.ndarray) -> None:
+        """Store used entries as u64 (id low half, len high half) from used_idx on, then publish used.idx.
+        A run that crosses the ring's end is two slice stores."""
+        k, num = len(vals), self.num
+        s = self.used_idx & (num - 1)
+        first = min(k, num - s)
+        self.used_u64[s : s + first] = vals[:first]
+        if first < k:
+            self.used_u64[: k - first] = vals[first:]
         self.used_idx = (self.used_idx + k) & 0xFFFF
-        self.used_hdr[1] = self.used_idx
+        self.used_hdr[1] = self.used_idx  # after the entries (x86 TSO keeps the store order)
+
+    def push(self, ids: np.ndarray, lens: np.ndarray) -> None:
+        if len(ids):
+            self._put_used(ids.astype(np.uint64) | (lens.astype(np.uint64) << np.uint64(32)))
 
     def push_const(self, ids: np.ndarray, ln: int) -> None:
-        """Used entries that all carry the same len (one 64-bit store each: id low, len high)."""
-        k = len(ids)
-        vals = ids.astype(np.uint64) | np.uint64(ln << 32)
-        s = self.used_idx & (self.num - 1)
-        if s + k <= self.num:
-            self.used_u64[s : s + k] = vals
-        else:
-            self.used_u64[(s + np.arange(k, dtype=np.uint32)) & (self.num - 1)] = vals
-        self.used_idx = (self.used_idx + k) & 0xFFFF
-        self.used_hdr[1] = self.used_idx
+        """Used entries that all carry the same len."""
+        self._put_used(ids.astype(np.uint64) | np.uint64(ln << 32))
 
     def push_zero(self, ids: np.ndarray) -> None:
-        """Used entries with len 0 (TX: the device wrote nothing): one 64-bit store per entry."""
-        k = len(ids)
-        s = self.used_idx & (self.num - 1)
-        if s + k <= self.num:
-            self.used_u64[s : s + k] = ids
-        else:
-            self.used_u64[(s + np.arange(k, dtype=np.uint32)) & (self.num - 1)] = ids
-        self.used_idx = (self.used_idx + k) & 0xFFFF
-        self.used_hdr[1] = self.used_idx
+        """Used entries with len 0 (TX: the device wrote nothing)."""
+        self._put_used(ids)
 
     def push_one(self, head: int, ln: int) -> None:
         slot = self.used_idx & (self.num - 1)
