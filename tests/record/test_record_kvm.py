@@ -92,7 +92,7 @@ def test_cli_with_control_also_records_the_backend_counters(tmp_path: Path, requ
     import subprocess
     import sys
 
-    from vhtune.analysis.backend_table import read_backend_queues
+    from vhtune.record.backend_table import read_backend_queues
 
     out = tmp_path / "rec"
     with VhtuneBackend(BackendOptions(port="sink", cpu=1)) as be:
@@ -135,7 +135,7 @@ def test_cli_with_control_also_records_the_backend_counters(tmp_path: Path, requ
     assert res.used_idx > 1000  # all 10000 unless the shared machine is very busy (then the watchdog ends it)
     bq = read_backend_queues(out)
     tx = int(bq[bq["dir"] == "tx"]["packets"].sum())
-    # The sampler takes a queue's first sighting as its baseline (vhtune/analysis/backend_counters.py), so
+    # The sampler takes a queue's first sighting as its baseline (vhtune/record/backend_counters.py), so
     # the packets of the first sample period after the front-end connected are not in the table.
     assert 0 < tx <= res.used_idx
     assert abs(int(bq["calls"].sum()) - tx) <= 2  # one call per packet (samples may split a pair)

@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 
-from vhtune.analysis.backend_table import read_backend_queues
 from vhtune.analysis.topology import (
     Topology,
     add_backend_tunables,
@@ -25,6 +24,7 @@ from vhtune.analysis.topology import (
     from_snapshot,
 )
 from vhtune.errors import RecordingError
+from vhtune.record.backend_table import read_backend_queues
 from vhtune.record.reader import read_manifest, read_table
 from vhtune.recording_tables import RECORDING_TABLES
 

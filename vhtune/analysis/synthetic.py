@@ -19,7 +19,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vhtune.analysis.backend_table import BACKEND_QUEUES
 from vhtune.cli.output import to_jsonable
 from vhtune.discover.model import (
     BackendInfo,
@@ -30,6 +29,7 @@ from vhtune.discover.model import (
     ThreadInfo,
     VMInfo,
 )
+from vhtune.record.backend_table import BACKEND_QUEUES
 from vhtune.record.frames import coerce
 from vhtune.recording_tables import (
     COMPETITORS,

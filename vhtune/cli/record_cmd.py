@@ -11,7 +11,6 @@ from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from vhtune.analysis.backend_counters import BackendCounterRecorder
 from vhtune.cli import cli
 from vhtune.cli.output import console, emit_json, table
 from vhtune.probes import ProbeConfig
@@ -126,30 +125,18 @@ def record_cmd(
         task = progress.add_task("rec", total=duration)
     live = Live(console=console(), refresh_per_second=4, transient=True) if live_ok else None
 
-    # With --control, the back-end's own per-queue counters (bursts, drops by cause) go next to the eBPF
-    # tables as the optional backend_queues table (vhtune/analysis/backend_counters.py), started once the
-    # recording directory exists (after the first interval).
-    companions: list[BackendCounterRecorder] = []
-
     def on_interval(iv: IntervalView) -> None:
-        if controls and not companions:
-            companions.append(BackendCounterRecorder(out, list(controls), interval=interval, flush_every=flush_every))
-            companions[0].start()
         if progress is not None and task is not None:
             progress.update(task, completed=min(iv.elapsed_s, duration or 0))
         if live is not None:
             live.update(_view(iv, progress))
 
     recorder = Recorder(opts, on_interval=on_interval)
-    try:
-        if live is not None:
-            with live:
-                summary = recorder.run()
-        else:
+    if live is not None:
+        with live:
             summary = recorder.run()
-    finally:
-        for c in companions:
-            c.stop()
+    else:
+        summary = recorder.run()
     if as_json:
         emit_json(summary)
     else:

@@ -2,7 +2,7 @@
 
 The back-end's control socket (``{"cmd":"stats"}``, vhtune/backend/daemon.py) reports cumulative per-queue
 counters: packets, bytes, kicks, calls, wake-ups, bursts and drops by reason. ``BackendSampler`` turns two
-successive replies into per-interval deltas (the layout of vhtune/analysis/backend_table.py);
+successive replies into per-interval deltas (the layout of vhtune/record/backend_table.py);
 ``BackendCounterRecorder`` does that every interval in a thread and writes crash-safe chunks next to the
 recorder's tables (``DIR/backend_queues/NNNNNN.parquet``, written to ``.tmp`` then renamed, like
 vhtune/record/writer.py), plus the back-end's tunables in ``DIR/backend_tunables.json``.
@@ -21,9 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vhtune.analysis.backend_table import BACKEND_QUEUES
 from vhtune.backend.control_client import ControlClient
 from vhtune.errors import VhtuneError
+from vhtune.record.backend_table import BACKEND_QUEUES
 from vhtune.record.frames import frame
 
 COUNTERS = ("packets", "bytes", "kicks", "calls", "wakeups", "bursts")

@@ -8,11 +8,10 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+from vhtune.backend.control_client import control_socket_of
 from vhtune.discover.model import ROLE_BACKEND, Snapshot
 from vhtune.errors import VhtuneError
 from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TargetSet, ThreadTarget
-
-CONTROL_SUFFIX = ".ctl"  # `vhtune backend --socket X.sock --control X.ctl`, the lab's convention
 
 
 def eventfd_id(pid: int, fd: int, proc: Path = Path("/proc")) -> int | None:
@@ -54,19 +53,22 @@ def control_targets(path: str) -> TargetSet:
     return ts
 
 
-def discovered_controls(snap: Snapshot | None) -> list[str]:
-    """Control sockets next to the vhost-user sockets of discovered vhtune back-ends."""
+def selected_controls(explicit: tuple[str, ...], snap: Snapshot | None, pids: tuple[int, ...]) -> list[str]:
+    """``--control`` sockets plus those of the selected (or discovered) vhtune back-ends, each once."""
+    return list(dict.fromkeys([*explicit, *discovered_controls(snap, pids)]))
+
+
+def discovered_controls(snap: Snapshot | None, pids: tuple[int, ...] = ()) -> list[str]:
+    """Control sockets of vhtune back-ends: the ``-p`` pids that are one, else every discovered one."""
+    candidates = list(pids) or [b.pid for b in (snap.backends if snap else []) if b.kind == "vhtune"]
     out = []
-    for b in snap.backends if snap else []:
-        if b.kind != "vhtune":
+    for pid in candidates:
+        path = control_socket_of(pid)
+        try:
+            if path is not None and stat.S_ISSOCK(Path(path).stat().st_mode):
+                out.append(path)
+        except OSError:
             continue
-        for sock in b.socket_paths:
-            ctl = Path(sock).with_suffix(CONTROL_SUFFIX)
-            try:
-                if stat.S_ISSOCK(ctl.stat().st_mode):
-                    out.append(str(ctl))
-            except OSError:
-                continue
     return out
 
 

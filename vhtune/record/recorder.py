@@ -25,6 +25,8 @@ from vhtune.cli.output import to_jsonable
 from vhtune.discover.model import Snapshot
 from vhtune.errors import RecordingError, UsageError, VhtuneError
 from vhtune.probes import ProbeConfig, ProbeMaps, Probes, TargetSet, load
+from vhtune.record.backend_counters import BackendCounterRecorder
+from vhtune.record.backend_ctl import selected_controls
 from vhtune.record.rows import Rows, to_rows
 from vhtune.record.select import Selection, build
 from vhtune.record.writer import RecordingWriter
@@ -47,6 +49,7 @@ class RecordOptions:
     flush_every: int = 5  # intervals per chunk
     refresh_s: float = 5.0  # re-discovery period
     probe_config: ProbeConfig = field(default_factory=ProbeConfig)
+    backend_counters: bool = True  # sample vhtune back-ends' control sockets into backend_queues
 
     def check(self) -> None:
         if not 0.05 <= self.interval <= 3600:
@@ -213,6 +216,7 @@ class Recorder:
             raise
         writer.manifest["discovery"] = to_jsonable(snap) if snap else None
         probes: Probes | None = None
+        counters: BackendCounterRecorder | None = None
         try:
             probes = loader.result()
             maps = ProbeMaps(probes)
@@ -232,6 +236,14 @@ class Recorder:
                 "max_fds": probes.config.max_fds,
             }
             writer.flush()
+            # vhtune back-ends' own per-queue counters (bursts, drops by cause) go next to the eBPF tables as
+            # the optional backend_queues table, sampled from their control sockets at the same interval.
+            controls = selected_controls(self.opts.selection.controls, snap, self.opts.selection.pids)
+            if controls and self.opts.backend_counters:
+                counters = BackendCounterRecorder(
+                    self.opts.out, controls, interval=self.opts.interval, flush_every=self.opts.flush_every
+                )
+                counters.start()
             self._loop(writer, maps, probes)
         except RecordingError as exc:
             self.summary.error = str(exc)
@@ -244,6 +256,8 @@ class Recorder:
                 writer.close(f"error: {exc.message}")
             raise
         finally:
+            if counters is not None:
+                counters.stop()
             if probes is None:
                 loader.discard()
             else:

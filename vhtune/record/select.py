@@ -21,7 +21,7 @@ from pathlib import Path
 from vhtune.discover.model import ROLE_BACKEND, ROLE_OTHER, ROLE_VCPU, ROLE_VHOST_WORKER, Snapshot, TapInfo
 from vhtune.errors import DiscoveryError
 from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TapTarget, TargetSet, ThreadTarget
-from vhtune.record.backend_ctl import control_targets, discovered_controls, propagate_roles
+from vhtune.record.backend_ctl import control_targets, propagate_roles, selected_controls
 
 DATA_PATH_ROLES = (ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND)
 
@@ -115,7 +115,7 @@ def build(snap: Snapshot | None, sel: Selection) -> TargetSet:
         known = next((t for t in snap.taps if t.name == name), None) if snap else None
         owner = _tap_owner(snap, known) if snap and known else None
         ts.add_tap(TapTarget(name, known.ifindex if known else None, known.netns if known else "?", owner))
-    controls = list(sel.controls) + ([] if sel.pids else discovered_controls(snap))
+    controls = selected_controls(sel.controls, snap, sel.pids)
     extras = [control_targets(c) for c in controls]
     if sel.extra is not None:
         extras.append(sel.extra())

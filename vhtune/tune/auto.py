@@ -10,7 +10,6 @@ metric with throughput.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from vhtune import api
-from vhtune.analysis.backend_counters import BackendCounterRecorder
 from vhtune.detect.finding import Finding, Recommendation
 from vhtune.discover import discover
 from vhtune.discover.model import Snapshot
@@ -27,7 +25,6 @@ from vhtune.errors import TuneError, VhtuneError
 from vhtune.record import Recorder, RecordOptions, Selection
 from vhtune.tune.engine import Request, apply_plan, make_plan, rollback_plan
 from vhtune.tune.knob import Target
-from vhtune.tune.knobs.backend import control_path
 from vhtune.tune.targets import KNOB_TARGET_KIND
 
 
@@ -76,29 +73,9 @@ class AutoResult:
         return next((a for a in self.attempts if a.decision == "kept"), None)
 
 
-def _controls(snap: Snapshot) -> list[str]:
-    out = []
-    for b in snap.backends:
-        if b.kind == "vhtune":
-            with contextlib.suppress(TuneError):
-                out.append(control_path(b.pid))
-    return out
-
-
-def record_window(out: Path, seconds: float, snap: Snapshot) -> Path:
-    """One recording of every discovered data path, plus vhtune back-ends' own counters."""
-    controls = _controls(snap)
-    counters = BackendCounterRecorder(out, controls, interval=0.5) if controls else None
-    opts = RecordOptions(out=out, selection=Selection(all=True, controls=tuple(controls)), interval=0.5)
-    opts.duration = seconds
-    rec = Recorder(opts)
-    if counters is not None:
-        counters.start()
-    try:
-        rec.run()
-    finally:
-        if counters is not None:
-            counters.stop()
+def record_window(out: Path, seconds: float) -> Path:
+    """One recording of every discovered data path (with vhtune back-ends' own counters)."""
+    Recorder(RecordOptions(out=out, selection=Selection(all=True), interval=0.5, duration=seconds)).run()
     return out
 
 
@@ -143,7 +120,7 @@ def run_auto(
     snap = snapshot_fn()
     if not snap.backends:
         raise TuneError("no back-end data path found to tune", "start the VM/back-end, or use --scenario")
-    before_dir = record_window(opts.out / "before", opts.window_s, snap)
+    before_dir = record_window(opts.out / "before", opts.window_s)
     res.baseline = str(before_dir)
     rec_before = api.load(before_dir)
     findings = api.analyze(rec_before)
@@ -191,7 +168,7 @@ def _attempt(
     apply_plan(plan, snapshot_fn)
     try:
         time.sleep(opts.settle_s)
-        after_dir = record_window(opts.out / f"after-{n + 1}", opts.window_s, snapshot_fn())
+        after_dir = record_window(opts.out / f"after-{n + 1}", opts.window_s)
         rec_after = api.load(after_dir)
     except VhtuneError:
         rollback_plan(plan.id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vhtune.backend.control_client import ControlClient
+from vhtune.backend.control_client import ControlClient, control_socket_of
 from vhtune.errors import TuneError, VhtuneError
 from vhtune.tune.knob import Knob, Value
 
@@ -18,19 +18,14 @@ LIVE_KEYS = ("burst", "busy_poll_us", "event_idx", "suppression", "call_coalesce
 
 
 def control_path(pid: int) -> str:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        raise TuneError(f"back-end pid {pid} no longer exists", "re-run `vhtune discover` and plan again") from None
-    args = [a.decode(errors="replace") for a in argv]
-    for i, a in enumerate(args):
-        if a == "--control" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--control="):
-            return a.split("=", 1)[1]
-    raise TuneError(
-        f"back-end pid {pid} has no control socket", "start it with `vhtune backend --control PATH` to tune it live"
-    )
+    if not Path(f"/proc/{pid}").exists():
+        raise TuneError(f"back-end pid {pid} no longer exists", "re-run `vhtune discover` and plan again")
+    path = control_socket_of(pid)
+    if path is None:
+        raise TuneError(
+            f"back-end pid {pid} has no control socket", "start it with `vhtune backend --control PATH` to tune it live"
+        )
+    return path
 
 
 class BackendTunableKnob(Knob):
