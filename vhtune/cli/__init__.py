@@ -6,6 +6,7 @@ line on stderr and the error's exit code at this edge.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -20,9 +21,23 @@ def cli() -> None:
     """Observe and tune vhost networking: vhost-net and vhost-user back-ends, taps, kicks and irqfd."""
 
 
+COMMAND_MODULES = (
+    "agent_cmd",
+    "analyze_cmd",
+    "backend_cmd",
+    "discover_cmd",
+    "doctor_cmd",
+    "lab_cmd",
+    "record_cmd",
+    "report_cmd",
+    "tune_cmd",
+)
+
+
 def _register() -> None:
-    # Imported for their side effect of adding commands to ``cli``.
-    from vhtune.cli import analyze_cmd, backend_cmd, discover_cmd, doctor_cmd, lab_cmd, record_cmd, report_cmd, tune_cmd  # noqa: F401
+    # Each module adds its command(s) to ``cli`` when imported.
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"vhtune.cli.{name}")
 
 
 def main(argv: list[str] | None = None) -> None:
