@@ -9,13 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from tests.discover.test_fixture_trees import libvirt_host  # noqa: F401 (fixture)
-from vhtune.cli import _register, cli, main
+from vhtune.cli import cli, main
 
 
 @pytest.fixture
 def runner() -> CliRunner:
-    _register()
-    return CliRunner()
+    return CliRunner()  # commands load lazily on first use
 
 
 def test_rendering_names_vm_threads_netdevs_and_backend(runner: CliRunner, libvirt_host: Path) -> None:  # noqa: F811

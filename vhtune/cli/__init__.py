@@ -14,34 +14,39 @@ import click
 from vhtune import __version__
 from vhtune.errors import VhtuneError
 
+# Command name → the module that defines it. Modules are imported only when their command runs (or help lists
+# them): `vhtune backend` then never loads pandas/pyarrow, which keeps the back-end's RSS small.
+COMMANDS = {
+    "agent": "agent_cmd",
+    "analyze": "analyze_cmd",
+    "backend": "backend_cmd",
+    "discover": "discover_cmd",
+    "doctor": "doctor_cmd",
+    "lab": "lab_cmd",
+    "record": "record_cmd",
+    "report": "report_cmd",
+    "tune": "tune_cmd",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            # The module adds its command(s) to ``cli`` when imported.
+            importlib.import_module(f"vhtune.cli.{COMMANDS[cmd_name]}")
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="vhtune")
 def cli() -> None:
     """Observe and tune vhost networking: vhost-net and vhost-user back-ends, taps, kicks and irqfd."""
 
 
-COMMAND_MODULES = (
-    "agent_cmd",
-    "analyze_cmd",
-    "backend_cmd",
-    "discover_cmd",
-    "doctor_cmd",
-    "lab_cmd",
-    "record_cmd",
-    "report_cmd",
-    "tune_cmd",
-)
-
-
-def _register() -> None:
-    # Each module adds its command(s) to ``cli`` when imported.
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"vhtune.cli.{name}")
-
-
 def main(argv: list[str] | None = None) -> None:
-    _register()
     try:
         rc = cli.main(args=argv, prog_name="vhtune", standalone_mode=False)
     except VhtuneError as err:
