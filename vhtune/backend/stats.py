@@ -6,6 +6,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vhtune.cpulist import parse_cpulist
 from vhtune.errors import UsageError
 
 HIST_BUCKETS = 10  # burst sizes 1, 2-3, 4-7, …, 256-511, 512+
@@ -129,11 +130,7 @@ def parse_queue_cpus(items: tuple[str, ...] | list[str]) -> dict[int, list[int]]
 
 def parse_cpus(text: str) -> list[int]:
     """``0,2-3`` → [0, 2, 3]."""
-    cpus: list[int] = []
     try:
-        for part in filter(None, text.split(",")):
-            a, _, b = part.partition("-")
-            cpus.extend(range(int(a), int(b or a) + 1))
+        return parse_cpulist(text)
     except ValueError:
         raise UsageError(f"bad CPU list {text!r}", "use e.g. 0 or 0,1 or 0-1") from None
-    return cpus

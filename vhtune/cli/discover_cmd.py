@@ -9,24 +9,13 @@ from rich.markup import escape
 
 from vhtune.cli import cli
 from vhtune.cli.output import console, emit_json, table
+from vhtune.cpulist import format_cpulist
 from vhtune.discover import discover as take_snapshot
 from vhtune.discover.model import BackendInfo, Snapshot, TapInfo, ThreadInfo, VMInfo
 
 
 def _cpus(cpus: tuple[int, ...]) -> str:
-    """(0, 1, 2, 5) → "0-2,5"."""
-    out: list[str] = []
-    run: list[int] = []
-    for c in sorted(cpus):
-        if run and c == run[-1] + 1:
-            run.append(c)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [c]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out) or "-"
+    return format_cpulist(cpus) or "-"
 
 
 def _thread_rows(threads: list[ThreadInfo]) -> list[tuple[object, ...]]:

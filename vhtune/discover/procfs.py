@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vhtune import cpulist
+
 _FD_SOCKET = re.compile(r"^socket:\[(\d+)\]$")
 _NS_LINK = re.compile(r"^net:\[(\d+)\]$")
 
@@ -23,17 +25,7 @@ SS_CONNECTED = 3
 
 def parse_cpulist(text: str) -> tuple[int, ...]:
     """``0-3,8,10-11`` → (0, 1, 2, 3, 8, 10, 11); the format of Cpus_allowed_list and node*/cpulist."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            cpus.extend(range(int(lo), int(hi) + 1))
-        else:
-            cpus.append(int(part))
-    return tuple(cpus)
+    return tuple(cpulist.parse_cpulist(text))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from vhtune import __version__
 from vhtune.cli.output import to_jsonable
 from vhtune.errors import RecordingError
+from vhtune.fsutil import atomic_write, fsync_dir
 from vhtune.record.frames import frame
 from vhtune.schema import MANIFEST_NAME, RECORDING_FORMAT, SCHEMA_VERSION, TABLES
 
@@ -35,30 +36,6 @@ def _why(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "permission denied" if exc.errno != errno.EROFS else "the file system is read-only"
     return exc.strerror or str(exc)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a torn one."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 class RecordingWriter:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vhtune.errors import TuneError
+from vhtune.fsutil import atomic_write
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -29,23 +30,9 @@ def boot_id() -> str:
         return "unknown"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, data: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, data.encode())
 
 
 class Journal:

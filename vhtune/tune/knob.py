@@ -12,6 +12,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from vhtune.cpulist import format_cpulist as format_cpulist
+from vhtune.cpulist import parse_cpulist as _parse
 from vhtune.errors import TuneError
 
 Value = Any  # JSON-able: int, str, list[int], dict
@@ -64,32 +66,8 @@ class Knob(abc.ABC):
 
 
 def parse_cpulist(text: str) -> list[int]:
-    """'0-2,5' → [0, 1, 2, 5] (the kernel's cpulist format, as in Cpus_allowed_list)."""
-    cpus: set[int] = set()
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi or lo)
-        except ValueError:
-            raise TuneError(f"{text!r} is not a CPU list", "write it like 0-2,5") from None
-        if a > b or a < 0:
-            raise TuneError(f"{text!r} is not a CPU list", "write it like 0-2,5")
-        cpus.update(range(a, b + 1))
-    return sorted(cpus)
-
-
-def format_cpulist(cpus: list[int]) -> str:
-    out: list[str] = []
-    run: list[int] = []
-    for c in sorted(set(cpus)):
-        if run and c == run[-1] + 1:
-            run.append(c)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [c]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
+    """'0-2,5' → [0, 1, 2, 5], or a TuneError that says how to write it."""
+    try:
+        return _parse(text)
+    except ValueError:
+        raise TuneError(f"{text!r} is not a CPU list", "write it like 0-2,5") from None
