@@ -32,6 +32,10 @@ def segment_name(now: float | None = None) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
 
 
+def _pids(ts: TargetSet) -> set[int]:
+    return {t.pid for t in ts.threads.values()} | {pid for pid, _ in ts.fds}
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         cfg.check()
@@ -52,8 +56,9 @@ class Agent:
         if prev is not None:
             gone_tids = set(prev.threads) - set(iv.targets.threads)
             gone_taps = set(prev.taps) - set(iv.targets.taps)
-            if gone_tids or gone_taps:
-                self.state.forget(tids=gone_tids, taps=gone_taps)
+            gone_pids = _pids(prev) - _pids(iv.targets)
+            if gone_tids or gone_taps or gone_pids:
+                self.state.forget(pids=gone_pids, tids=gone_tids, taps=gone_taps)
         if self._recorder is not None and iv.index == 1:
             self.state.set_info(
                 **{f"family_{k}": str(v) for k, v in self._recorder.summary.probes.items()},
