@@ -90,6 +90,13 @@ def test_healthy_baseline_has_no_warning(scenario: str, tmp_path: Path, monkeypa
     assert rec.intervals >= 4 and rec.has_backend_counters
     assert rec.path_metrics["packets"].sum() > 10_000  # traffic really flowed
     loud = [f for f in ranked(rec, None) if f.severity in ("warning", "critical")]
+    # testpmd pushes (or pulls) as fast as it can, so on a quiet host the Python back-end's worker becomes the
+    # limit of the path: naming it is right (its on-CPU share is checked against the kernel's own accounting in
+    # tests/record). Nothing else may fire on a fault-free run.
+    for f in loud:
+        if f.id == "backend-thread-saturated":
+            assert f.details["comm"].startswith("vhtune-q") and f.evidence[0].value >= 90, f
+    loud = [f for f in loud if f.id != "backend-thread-saturated"]
     assert loud == [], [(f.id, f.subject, f.evidence[0].sentence()) for f in loud]
 
 

@@ -98,11 +98,17 @@ def _free_cpus(rec: Recording, tid: int, avoid: set[int]) -> tuple[list[int], bo
     return [], False
 
 
+def _spins_by_design(path: Path) -> bool:
+    """Threads whose on-CPU share says nothing about load: poll-mode back-ends (DPDK, OVS PMDs) and a vhtune
+    back-end told to busy-poll run at ~100 % whether they move one packet or millions."""
+    return path.backend_kind in POLL_MODE or bool(path.tunables.get("busy_poll_us"))
+
+
 def saturated(rec: Recording, det: Detector) -> list[Finding]:
     out = []
     th = det.threshold("oncpu_pct")
     for tid, g, path in _backend_threads(rec):
-        if path is not None and path.backend_kind in POLL_MODE:
+        if path is not None and _spins_by_design(path):
             continue
         ev = crossing(g["oncpu_pct"], th, len(g))
         if ev is None:
