@@ -208,6 +208,9 @@ DETECTORS: tuple[Detector, ...] = (
         "The back-end thread is on-CPU nearly all the time: it cannot go faster on one CPU. Spread the queues over "
         "more threads, or make each packet cheaper.",
         backend.saturated,
+        # A thread that almost never sleeps waits on the run queue only when preempted while running: those
+        # waits are the price of being a CPU hog itself, not slow kick → run wake-ups.
+        supersedes=("backend-wakeup-latency",),
         priority=3,
     ),
     Detector(
