@@ -179,3 +179,28 @@ def test_cpulist_roundtrip() -> None:
     assert format_cpulist([8, 7, 5, 2, 1, 0]) == "0-2,5,7-8"
     with pytest.raises(TuneError):
         parse_cpulist("3-1")
+
+
+@pytest.mark.parametrize("queue", ["tx-0", "rx-0"])
+def test_tap_queue_masks_in_netns(queue: str, state_root: Path) -> None:
+    from vhtune.tune.knobs.queue_mask import mask_to_cpus
+
+    with Netns() as ns:
+        tap(ns, "vhltuneq0", multi_queue=True)
+        snap = snapshot_with(taps=[TapInfo(name="vhltuneq0", netns=ns.name)])
+        leaf = "xps_cpus" if queue.startswith("tx") else "rps_cpus"
+
+        def read() -> list[int]:
+            out = ns.run(["cat", f"/sys/class/net/vhltuneq0/queues/{queue}/{leaf}"]).stdout
+            return mask_to_cpus(out)
+
+        want = [max(os.sched_getaffinity(0))]
+        target = Target("tap", {"dev": "vhltuneq0", "netns": ns.name, "queue": queue})
+        _roundtrip(Request("tap-queue-mask", target, want), snap, read, want, state_root)
+
+
+def test_queue_mask_format() -> None:
+    from vhtune.tune.knobs.queue_mask import cpus_to_mask, mask_to_cpus
+
+    assert mask_to_cpus("00000003\n") == [0, 1] and mask_to_cpus("1,00000000") == [32]
+    assert cpus_to_mask([0, 1]) == "3" and cpus_to_mask([]) == "0"

@@ -20,6 +20,7 @@ KNOB_TARGET_KIND = {
     "module-param": "module-param",
     "qemu-option": "vm",
     "backend-tunable": "backend",
+    "tap-queue-mask": "tap",
 }
 TUNABLE_THREAD_ROLES = {ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND, ROLE_VMM}
 HOST_WIDE = {"sysctl", "module-param"}

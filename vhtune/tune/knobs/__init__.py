@@ -7,6 +7,7 @@ from vhtune.tune.knob import Knob, Target
 from vhtune.tune.knobs.backend import BackendTunableKnob
 from vhtune.tune.knobs.kernel import ModuleParamKnob, SysctlKnob
 from vhtune.tune.knobs.planned import QemuOptionKnob
+from vhtune.tune.knobs.queue_mask import QueueMaskKnob
 from vhtune.tune.knobs.tap import TapTxQueueLenKnob
 from vhtune.tune.knobs.thread import ThreadAffinityKnob, ThreadSchedKnob
 
@@ -20,6 +21,7 @@ KNOBS: dict[str, type[Knob]] = {
         ModuleParamKnob,
         QemuOptionKnob,
         BackendTunableKnob,
+        QueueMaskKnob,
     )
 }
 
