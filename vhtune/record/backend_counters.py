@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vhtune.backend.control_client import ControlClient
 from vhtune.errors import VhtuneError
 from vhtune.record.backend_table import BACKEND_QUEUES
-from vhtune.record.frames import frame
+from vhtune.record.frames import write_chunk
 
 COUNTERS = ("packets", "bytes", "kicks", "calls", "wakeups", "bursts")
 
@@ -121,18 +118,10 @@ class BackendCounterRecorder:
         if not self._rows:
             return
         self._seq += 1
-        tdir = self.dir / BACKEND_QUEUES.name
-        path = tdir / f"{self._seq:06d}.parquet"
-        tmp = path.with_name(path.name + ".tmp")
+        path = self.dir / BACKEND_QUEUES.name / f"{self._seq:06d}.parquet"
         try:
-            tdir.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_pandas(frame(BACKEND_QUEUES, self._rows), preserve_index=False), tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_chunk(path, BACKEND_QUEUES, self._rows)
         except OSError as exc:
             self.error = f"writing {path} failed: {exc.strerror}"
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             return
         self._rows = []

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from vhtune.fsutil import atomic_write
 from vhtune.schema import TableSchema
 
 
@@ -23,3 +27,12 @@ def coerce(schema: TableSchema, df: pd.DataFrame) -> pd.DataFrame:
 
 def frame(schema: TableSchema, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return coerce(schema, pd.DataFrame(list(rows), columns=schema.names))
+
+
+def write_chunk(path: Path, schema: TableSchema, rows: Sequence[dict[str, Any]]) -> None:
+    """One Parquet chunk of ``schema``'s table, written atomically (readers see it whole or not at all).
+    Raises OSError (disk full, read-only…) for the caller to phrase."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(frame(schema, rows), preserve_index=False), buf)
+    atomic_write(path, buf.getvalue().to_pybytes())

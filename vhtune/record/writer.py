@@ -17,14 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from vhtune import __version__
 from vhtune.cli.output import to_jsonable
 from vhtune.errors import RecordingError
-from vhtune.fsutil import atomic_write, fsync_dir
-from vhtune.record.frames import frame
+from vhtune.fsutil import atomic_write
+from vhtune.record.frames import write_chunk
 from vhtune.schema import MANIFEST_NAME, RECORDING_FORMAT, SCHEMA_VERSION, TABLES
 
 CHUNK_SUFFIX = ".parquet"
@@ -100,21 +97,10 @@ class RecordingWriter:
         for name, rows in self.buffers.items():
             if not rows:
                 continue
-            tdir = self.dir / name
-            path = tdir / f"{self.seq:06d}{CHUNK_SUFFIX}"
-            tmp = path.with_name(path.name + ".tmp")
+            path = self.dir / name / f"{self.seq:06d}{CHUNK_SUFFIX}"
             try:
-                tdir.mkdir(exist_ok=True)
-                table = pa.Table.from_pandas(frame(TABLES[name], rows), preserve_index=False)
-                with open(tmp, "wb") as f:
-                    pq.write_table(table, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-                fsync_dir(tdir)
+                write_chunk(path, TABLES[name], rows)
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
                 raise RecordingError(
                     f"writing {path} failed: {_why(exc)}; the {self.flushed_desc()} already written stay readable",
                     hint="free space or choose another -o",
