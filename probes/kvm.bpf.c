@@ -1,7 +1,8 @@
 /* kvm family. kvm_set_irq (gsi, level, irq_source_id), kvm_msi_set_irq (address, data) and kvm_vcpu_wakeup
  * (ns, waited, valid) carry no VM id. An irqfd injection runs in the eventfd writer's context when KVM can
  * inject atomically (MSI routes), else in a kworker (irqchip GSIs) — so injections are keyed by the current
- * tgid, the gsi (or MSI vector), and the fd slot of a target eventfd the current thread wrote just before.
+ * tgid, the gsi (or MSI vector), and the fd slot of a target eventfd the current thread wrote just before
+ * (notify's per-CPU `pending` entry).
  * kvm_vcpu_wakeup runs in the vCPU thread, so its tid/tgid name the VM. */
 
 BPF_HASH(irqs, struct vht_irq_key, u64, VHT_HASH_ENTRIES);
@@ -13,8 +14,9 @@ static __always_inline void vht_irq(u32 gsi, u32 kind, u32 level)
     u32 tid = (u32)pid_tgid;
     struct vht_irq_key key = {.tgid = pid_tgid >> 32, .gsi = gsi, .slot = VHT_NOSLOT, .kind = kind,
                               .level = level};
-    struct vht_pending *p = pending.lookup(&tid);
-    if (p && level) {
+    u32 zero = 0;
+    struct vht_pending *p = pending.lookup(&zero);
+    if (p && p->tid == tid && level) {
         key.slot = p->slot;
         struct vht_notify_stats *st = notify_stats.lookup(&key.slot);
         if (st)

@@ -5,7 +5,7 @@
  * bpf_get_current_pid_tgid()/comm describe prev. */
 
 BPF_HASH(targets, u32, u32, VHT_MAX_THREADS); /* tid → thread slot, written by user space */
-BPF_ARRAY(tid_filter, u32, VHT_FILTER_SIZE);  /* tid & VHT_FILTER_MASK → targets behind it */
+BPF_ARRAY(tid_filter, struct vht_id_ent, VHT_FILTER_SIZE); /* tid & VHT_FILTER_MASK → its slot, or ask */
 BPF_PERCPU_ARRAY(thread_stats, struct vht_thread_stats, VHT_MAX_THREADS);
 BPF_ARRAY(thread_ts, struct vht_thread_ts, VHT_MAX_THREADS);
 BPF_PERCPU_ARRAY(runq_hist, struct vht_hist, VHT_MAX_THREADS);
@@ -13,11 +13,17 @@ BPF_ARRAY(cpu_wait, struct vht_cpu_wait, VHT_MAX_CPUS);
 BPF_PERCPU_ARRAY(cpu_since, u64, 1); /* when the current task of this CPU was switched in */
 BPF_HASH(competitors, struct vht_comp_key, struct vht_comp_val, VHT_HASH_ENTRIES);
 
+/* A target's slot from the tid_filter entry alone (inlined array read); the `targets` hash only when two
+ * watched tids share the entry. sched_switch asks this for prev and next on every switch of the host. */
 static __always_inline u32 vht_thread_slot(u32 tid)
 {
     u32 k = tid & VHT_FILTER_MASK;
-    u32 *n = tid_filter.lookup(&k);
-    if (!n || !*n)
+    struct vht_id_ent *e = tid_filter.lookup(&k);
+    if (!e || tid == 0) /* tid 0: the idle tasks, never a target (and the id of an empty entry) */
+        return VHT_NOSLOT;
+    if (e->id == tid && e->val < VHT_MAX_THREADS)
+        return e->val;
+    if (e->val != VHT_ID_HASH)
         return VHT_NOSLOT;
     u32 *slot = targets.lookup(&tid);
     return slot ? *slot : VHT_NOSLOT;

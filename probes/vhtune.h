@@ -32,11 +32,29 @@
 
 /* Pre-filters in front of the target hash maps: array lookups (inlined by the verifier, no hashing) that
  * let the common case — an event of no interest — return early. Indexed by id & VHT_FILTER_MASK (tids,
- * tgids) or by the tracepoint's name length (taps); values count the targets behind each entry, written by
- * user space. A collision only costs the hash lookup it would have paid anyway. */
+ * tgids: a struct vht_id_ent that also answers the hit) or by the tracepoint's name length (taps: a count
+ * of watched names of that length), written by user space. */
 #define VHT_FILTER_SIZE 65536
 #define VHT_FILTER_MASK (VHT_FILTER_SIZE - 1)
 #define VHT_IFNAME_LEN_SLOTS 17 /* __data_loc length of a device name: 1..16 bytes with the NUL */
+
+/* Direct-mapped fast paths in front of the hash maps. On this host a BPF hash lookup costs ~50 ns per event
+ * (jhash plus bucket walk) while an array lookup is inlined by the verifier (~2 ns), so the hit path of the
+ * hot probes (eventfd writes, tap packets) indexes arrays that user space fills; the hash maps stay the
+ * complete truth and are consulted only where the arrays cannot answer (collisions, large fds). */
+#define VHT_FD_ROWS 64     /* watched processes with a direct fd row */
+#define VHT_FD_COLS 1024   /* fds 0..1023 of such a process are direct; larger fds go to notify_fds */
+#define VHT_ID_NONE 0xfffffffeu /* tid/tgid_filter entry value: nobody watched behind it */
+#define VHT_ID_HASH 0xffffffffu /* tid/tgid_filter entry value: several watched ids share it (or no fd row was
+                                 * free): ask the hash map */
+#define VHT_TAP_DIR_BITS 10 /* tap_dir has 2^10 entries for at most VHT_MAX_TAPS names */
+#define VHT_TAP_DIR (1u << VHT_TAP_DIR_BITS)
+#define VHT_TAP_VALID 1u    /* tap_dir entry holds one tap name */
+#define VHT_TAP_SHARED 2u   /* two watched names hash to this entry: look the name up in `taps` */
+/* The tap_dir index: a multiplicative hash of the NUL-padded name read as two little-endian u64 words;
+ * vhtune/probes/layouts.py:tap_dir_index computes the same. */
+#define VHT_TAP_K1 0x9E3779B97F4A7C15ULL
+#define VHT_TAP_K2 0xFF51AFD7ED558CCDULL
 
 /* log2 run-queue histogram: bucket b counts waits with floor(log2(ns)) == b. 2^40 ns ≈ 18 min. */
 #define VHT_RUNQ_BUCKETS 40
@@ -59,7 +77,7 @@ enum vht_lost {
     VHT_LOST_IRQ = 2,        /* irq map full */
     VHT_LOST_WAKE = 3,       /* vcpu wake map full */
     VHT_LOST_SKB = 4,        /* in-flight skb evicted from the owner cache before it was freed */
-    VHT_LOST_PENDING = 5,    /* pending-notify update failed */
+    VHT_LOST_PENDING = 5,    /* unused since the last-eventfd entry became per-CPU (it cannot fail) */
     VHT_LOST_VHOST = 6,      /* vhost kprobe map full */
     VHT_LOST_SLOTS = 8,
 };
@@ -107,6 +125,13 @@ struct vht_ifname {
     char name[16]; /* IFNAMSIZ, NUL-padded: the key user space writes */
 };
 
+struct vht_tap_ent { /* tap_dir entry: a watched tap name (two NUL-padded words) and its slot */
+    u64 n0;
+    u64 n1;
+    u32 slot;
+    u32 flags; /* VHT_TAP_VALID, VHT_TAP_SHARED; 0 = empty */
+};
+
 struct vht_tap_stats { /* per-CPU array, indexed by tap slot; cumulative */
     u64 rx_packets;
     u64 rx_bytes;
@@ -132,14 +157,22 @@ struct vht_drop_key {
     u32 pad;
 };
 
-/* notify_fds values: the fd slot, with this bit set when a write to it may inject an interrupt (call
- * eventfds and eventfds of unknown role; not kicks). */
+/* notify_fds / fd_direct values: the fd slot, VHT_FD_VALID (so 0 means "not watched" in fd_direct), and
+ * VHT_FD_MAY_INJECT when a write to it may inject an interrupt (call eventfds and eventfds of unknown role;
+ * not kicks). */
 #define VHT_FD_MAY_INJECT 0x80000000u
-#define VHT_FD_SLOT_MASK 0x7fffffffu
+#define VHT_FD_VALID 0x40000000u
+#define VHT_FD_SLOT_MASK 0x3fffffffu
 
 struct vht_fd_key {
     u32 tgid;
     u32 fd;
+};
+
+struct vht_id_ent { /* tid_filter / tgid_filter entry, indexed by id & VHT_FILTER_MASK */
+    u32 id;  /* the one watched tid (tgid) behind this entry; 0 when none or several (never a real match:
+              * tid 0 is the idle task, guarded where it matters) */
+    u32 val; /* its thread slot (fd_direct row), or VHT_ID_NONE / VHT_ID_HASH */
 };
 
 struct vht_notify_stats { /* per-CPU array, indexed by fd slot; cumulative */
@@ -148,13 +181,15 @@ struct vht_notify_stats { /* per-CPU array, indexed by fd slot; cumulative */
     u64 injections; /* kvm irq/msi injections that ran inside a write to this fd */
 };
 
-/* The last watched eventfd (that may be an irqfd) a thread wrote. An irqfd injection in that thread's
- * context is attributed to it. No timestamp and no delete: a clock read would add ~60 ns to every
- * watched write here (tracing programs may not use the coarse clock), and an unchanged entry is not rewritten. It
- * can only misattribute an injection the same thread causes through an eventfd that is not watched. */
+/* Per CPU: the last watched eventfd that may be an irqfd, and the thread that wrote it. KVM injects an MSI
+ * irqfd synchronously inside eventfd_write() (irqfd_wakeup → kvm_arch_set_irq_inatomic), in the writer's
+ * context on the CPU its write syscall entered on, so a per-CPU entry checked against the current tid is
+ * enough: no hash, no timestamp (a clock read costs ~60 ns here and tracing programs may not use the coarse
+ * clock). A writer migrated between syscall entry and the injection, or an injection through an eventfd
+ * that is not watched right after a watched write, is attributed wrongly or not at all; both are rare. */
 struct vht_pending {
+    u32 tid;
     u32 slot;
-    u32 pad;
 };
 
 struct vht_irq_key {

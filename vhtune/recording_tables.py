@@ -189,7 +189,7 @@ LOST = register(
             Column("irq_map_full", "int64", ""),
             Column("wake_map_full", "int64", ""),
             Column("skb_owner_update", "int64", "in-flight tap skbs evicted from the drop-attribution cache"),
-            Column("pending_update", "int64", "failed updates of the per-thread last-eventfd map"),
+            Column("pending_update", "int64", "always 0: kept for old readers (the last-eventfd entry is per-CPU now)"),
             Column("vhost_map_full", "int64", ""),
         ),
     )

@@ -63,10 +63,12 @@ class NetnsTap:
 
 
 @contextlib.contextmanager
-def netns_tap(txqueuelen: int = 1000, addr: str | None = "10.213.0.1/24") -> Iterator[NetnsTap]:
+def netns_tap(
+    txqueuelen: int = 1000, addr: str | None = "10.213.0.1/24", name: str | None = None
+) -> Iterator[NetnsTap]:
     """A tap opened by this process and moved into a netns this test creates; IPv6 off (no chatter)."""
     ns = unique("ns")
-    name = unique("t")
+    name = name or unique("t")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     created_ns = False
     try:

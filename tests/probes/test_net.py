@@ -11,6 +11,7 @@ import pytest
 
 from tests.probes.helpers import NetnsTap, eth_frame, netns_tap
 from vhtune.probes import ProbeMaps, TapTarget, TargetSet
+from vhtune.probes.layouts import tap_dir_index
 from vhtune.probes.reasons import reason_name
 
 pytestmark = pytest.mark.root
@@ -111,3 +112,42 @@ def test_other_devices_are_not_counted(maps: ProbeMaps) -> None:
         d = maps.read()
     assert d.taps[tap.name]["rx_packets"] == 0
     assert other.name not in d.taps
+
+
+def _colliding_names() -> tuple[str, str]:
+    """Two tap names of different lengths (8 and 15 bytes: both mask branches) with the same tap_dir index."""
+    seen: dict[int, str] = {}
+    for i in range(100_000):
+        for name in (f"vc{os.getpid() % 10000:04d}{i:02d}"[:8], f"vhrcol{os.getpid()}x{i}".ljust(15, "z")[:15]):
+            idx = tap_dir_index(name)
+            if idx in seen and len(seen[idx]) != len(name):
+                return seen[idx], name
+            seen.setdefault(idx, name)
+    raise AssertionError("no colliding pair found")
+
+
+def test_taps_sharing_a_direct_entry_are_told_apart(maps: ProbeMaps) -> None:
+    """Two watched names in one tap_dir entry: the probe falls back to the `taps` hash and still counts
+    each tap exactly; letting one go gives the other the entry back."""
+    a_name, b_name = _colliding_names()
+    with netns_tap(name=a_name, addr=None) as a, netns_tap(name=b_name, addr=None) as b:
+        ts = TargetSet()
+        ts.add_tap(TapTarget(a.name, None, a.ns))
+        ts.add_tap(TapTarget(b.name, None, b.ns))
+        maps.apply(ts)
+        maps.read()
+        for tap, n in ((a, 300), (b, 200)):
+            for _ in range(n):
+                os.write(tap.fd, eth_frame(100))
+        time.sleep(0.2)
+        d = maps.read()
+        assert (d.taps[a.name]["rx_packets"], d.taps[b.name]["rx_packets"]) == (300, 200)
+        ts2 = TargetSet()
+        ts2.add_tap(TapTarget(b.name, None, b.ns))
+        maps.apply(ts2)
+        for tap in (a, b):
+            for _ in range(50):
+                os.write(tap.fd, eth_frame(100))
+        time.sleep(0.2)
+        d = maps.read()
+    assert d.taps == {b.name: d.taps[b.name]} and d.taps[b.name]["rx_packets"] == 50

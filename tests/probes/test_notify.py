@@ -101,3 +101,49 @@ def test_targets_beyond_the_map_sizes_are_skipped_and_said(maps: ProbeMaps) -> N
     assert any("more than 1024 eventfd targets" in s for s in ch.skipped)
     assert any(s.startswith("tap this-name-is-far-too-long: interface name") for s in ch.skipped)
     assert maps.tap_slots.slots == {}  # the bad name did not take a slot
+
+
+# An eventfd moved to fd 1500 (past the direct fd_direct columns) and one at a low number.
+HIGH_FD_CHILD = """
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), max(hard, 2048)))
+low = os.eventfd(0)
+high = os.dup2(os.eventfd(0), 1500)
+print(low, high, flush=True)
+sys.stdin.readline()
+for _ in range(400): os.eventfd_write(low, 1)
+for _ in range(600): os.eventfd_write(high, 1)
+"""
+
+
+@pytest.mark.parametrize("layout", ["high-fd", "no-free-row", "shared-filter-entry"])
+def test_fds_the_direct_table_cannot_hold_are_counted_through_the_hash(maps: ProbeMaps, layout: str) -> None:
+    """fd ≥ 1024, a process that got no fd_direct row, a tgid sharing its filter entry with another watched
+    tgid: each takes the notify_fds hash path and is still counted exactly."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HIGH_FD_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        low, high = (int(x) for x in proc.stdout.readline().split())
+        assert high == 1500
+        ts = TargetSet()
+        ts.add_fd(FdTarget(proc.pid, low, "call", 0))
+        ts.add_fd(FdTarget(proc.pid, high, "kick", 1))
+        if layout == "no-free-row":
+            maps._free_rows.clear()  # as if 64 other processes held every row
+        if layout == "shared-filter-entry":
+            ts.add_fd(FdTarget(proc.pid + 65536 * 200, 5, "call", 0))  # same low 16 bits, above pid_max
+        maps.apply(ts)
+        maps.read()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        proc.wait(timeout=10)
+        d = maps.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    assert d.fds[(proc.pid, low)]["writes"] == 400
+    assert d.fds[(proc.pid, high)]["writes"] == 600

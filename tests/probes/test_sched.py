@@ -19,9 +19,12 @@ SLEEPER = (
 )
 
 
-def _watch(maps: ProbeMaps, pid: int, comm: str = "python") -> None:
+def _watch(maps: ProbeMaps, pid: int, comm: str = "python", *, shared: bool = False) -> None:
     ts = TargetSet()
     ts.add_thread(ThreadTarget(pid, pid, comm, "backend-worker"))
+    if shared:  # a second target in the same tid_filter entry (same low 16 bits, above pid_max: no such thread)
+        ghost = pid + 65536 * 200
+        ts.add_thread(ThreadTarget(ghost, ghost, "ghost", "backend-worker"))
     maps.apply(ts)
 
 
@@ -82,10 +85,13 @@ def test_runq_latency_p99_rises_with_a_hog_on_the_same_cpu(maps: ProbeMaps) -> N
     assert top["tid"] == hog.pid
 
 
-def test_wakeups_and_voluntary_switches_of_a_sleeper(maps: ProbeMaps) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["direct", "shared-filter-entry"])
+def test_wakeups_and_voluntary_switches_of_a_sleeper(maps: ProbeMaps, shared: bool) -> None:
+    """Also with a second target sharing the sleeper's tid_filter entry: the probe then finds the slot in the
+    `targets` hash instead of the entry, and counts the same."""
     with spawned(SLEEPER.format(secs=2), cpu=0, rr=True) as proc:  # RR: the shared load cannot starve it
         assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
-        _watch(maps, proc.pid)
+        _watch(maps, proc.pid, shared=shared)
         maps.read()
         time.sleep(1.0)
         d = maps.read()

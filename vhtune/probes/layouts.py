@@ -10,8 +10,19 @@ from vhtune.errors import ProbeError
 
 RUNQ_BUCKETS = 40  # VHT_RUNQ_BUCKETS
 NOSLOT = 0xFFFFFFFF  # VHT_NOSLOT
-FD_MAY_INJECT = 0x80000000  # VHT_FD_MAY_INJECT: notify_fds value bit
+FD_MAY_INJECT = 0x80000000  # VHT_FD_MAY_INJECT: notify_fds / fd_direct value bit
+FD_VALID = 0x40000000  # VHT_FD_VALID: set in every watched fd's value (0 in fd_direct = not watched)
 FILTER_MASK = 0xFFFF  # VHT_FILTER_MASK: pre-filter arrays are indexed by id & FILTER_MASK
+FD_ROWS = 64  # VHT_FD_ROWS
+FD_COLS = 1024  # VHT_FD_COLS
+ID_NONE = 0xFFFFFFFE  # VHT_ID_NONE
+ID_HASH = 0xFFFFFFFF  # VHT_ID_HASH
+TAP_DIR_BITS = 10  # VHT_TAP_DIR_BITS
+TAP_VALID = 1  # VHT_TAP_VALID
+TAP_SHARED = 2  # VHT_TAP_SHARED
+_TAP_K1 = 0x9E3779B97F4A7C15  # VHT_TAP_K1
+_TAP_K2 = 0xFF51AFD7ED558CCD  # VHT_TAP_K2
+_U64 = (1 << 64) - 1
 DIR_RX = 0
 DIR_TX = 1
 DIRECTIONS = {DIR_RX: "rx", DIR_TX: "tx"}
@@ -99,6 +110,18 @@ class FdKey(ct.Structure):
     _fields_ = [("tgid", ct.c_uint32), ("fd", ct.c_uint32)]
 
 
+class TapEnt(ct.Structure):
+    _fields_ = [("n0", ct.c_uint64), ("n1", ct.c_uint64), ("slot", ct.c_uint32), ("flags", ct.c_uint32)]
+
+
+class IdEnt(ct.Structure):
+    _fields_ = [("id", ct.c_uint32), ("val", ct.c_uint32)]
+
+
+class Pending(ct.Structure):
+    _fields_ = [("tid", ct.c_uint32), ("slot", ct.c_uint32)]
+
+
 class NotifyStats(ct.Structure):
     _fields_ = [("writes", ct.c_uint64), ("reads", ct.c_uint64), ("injections", ct.c_uint64)]
 
@@ -148,13 +171,16 @@ MAPS: dict[str, tuple[Any, Any]] = {
     "skb_owner": (ct.c_uint32, SkbOwner),
     "drops": (DropKey, ct.c_uint64),
     "notify_fds": (FdKey, ct.c_uint32),
+    "fd_direct": (ct.c_uint32, ct.c_uint32),
+    "pending": (ct.c_uint32, Pending),
+    "tap_dir": (ct.c_uint32, TapEnt),
     "notify_stats": (ct.c_uint32, NotifyStats),
     "irqs": (IrqKey, ct.c_uint64),
     "wakes": (ct.c_uint32, WakeVal),
     "vhost_events": (VhostKey, VhostVal),
     "lost": (ct.c_uint32, ct.c_uint64),
-    "tid_filter": (ct.c_uint32, ct.c_uint32),
-    "tgid_filter": (ct.c_uint32, ct.c_uint32),
+    "tid_filter": (ct.c_uint32, IdEnt),
+    "tgid_filter": (ct.c_uint32, IdEnt),
     "ifname_len_filter": (ct.c_uint32, ct.c_uint32),
 }
 
@@ -179,3 +205,15 @@ def ifname_key(name: str) -> IfName:
     if not raw or len(raw) > 15:
         raise ProbeError(f"interface name {name!r} does not fit IFNAMSIZ", hint="use at most 15 characters")
     return IfName(raw)
+
+
+def tap_name_words(name: str) -> tuple[int, int]:
+    """The NUL-padded name as the two little-endian u64 words the net probe compares."""
+    raw = bytes(ifname_key(name)).ljust(16, b"\0")  # validated, NUL-padded to IFNAMSIZ
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
+
+
+def tap_dir_index(name: str) -> int:
+    """tap_dir index of ``name``: the same multiplicative hash as vht_tap_slot in probes/net.bpf.c."""
+    w0, w1 = tap_name_words(name)
+    return (((w0 ^ ((w1 * _TAP_K1) & _U64)) * _TAP_K2) & _U64) >> (64 - TAP_DIR_BITS)

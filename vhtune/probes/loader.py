@@ -33,12 +33,12 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "net": (
         "net.bpf.c",
         ("net/netif_receive_skb", "net/net_dev_queue", "net/net_dev_xmit", "skb/kfree_skb", "skb/consume_skb"),
-        ("taps", "tap_stats", "skb_owner", "drops", "ifname_len_filter"),
+        ("taps", "tap_dir", "tap_stats", "skb_owner", "drops", "ifname_len_filter"),
     ),
     "notify": (
         "notify.bpf.c",
         ("syscalls/sys_enter_write", "syscalls/sys_enter_read"),
-        ("notify_fds", "notify_stats", "tgid_filter"),
+        ("notify_fds", "fd_direct", "notify_stats", "tgid_filter", "pending"),
     ),
     "kvm": (
         "kvm.bpf.c",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,39 @@ class SlotTable:
         slot = self.slots.pop(key)
         self.free.append(slot)
         return slot
+
+
+class FilterIndex:
+    """A tid_filter / tgid_filter array (struct vht_id_ent per id & FILTER_MASK): the one watched id behind an
+    entry with its value (thread slot, fd row), so the probe answers a hit from the array alone; the value
+    VHT_ID_HASH when several watched ids share the entry or one has no value, sending the probe to the hash map
+    that always holds every target."""
+
+    def __init__(self, table: Any, value_of: Callable[[int], int | None]) -> None:
+        self.table = table
+        self.value_of = value_of
+        self.ids: dict[int, set[int]] = {}  # entry index → watched ids behind it
+
+    def add(self, ident: int) -> None:
+        self.ids.setdefault(ident & L.FILTER_MASK, set()).add(ident)
+        self._publish(ident & L.FILTER_MASK)
+
+    def remove(self, ident: int) -> None:
+        self.ids.get(ident & L.FILTER_MASK, set()).discard(ident)
+        self._publish(ident & L.FILTER_MASK)
+
+    def _publish(self, idx: int) -> None:
+        ids = self.ids.get(idx) or set()
+        ent = L.IdEnt(0, L.ID_NONE)
+        if len(ids) == 1:
+            ident = next(iter(ids))
+            val = self.value_of(ident)
+            ent = L.IdEnt(ident, val) if val is not None else L.IdEnt(0, L.ID_HASH)
+        elif ids:
+            ent = L.IdEnt(0, L.ID_HASH)
+        else:
+            self.ids.pop(idx, None)
+        self.table[ct.c_uint32(idx)] = ent
 
 
 @dataclass
@@ -101,6 +135,14 @@ class ProbeMaps:
         self._last_taps: dict[str, list[int]] = {}
         self._last_fds: dict[tuple[int, int], list[int]] = {}
         self._last_lost = [0] * len(L.LOST_NAMES)
+        self._tap_dir: dict[int, list[str]] = {}  # tap_dir index → watched names hashing there
+        self._proc_fds: dict[int, set[int]] = {}  # tgid → its watched fds
+        self._rows: dict[int, int] = {}  # tgid → its fd_direct row
+        self._free_rows = list(range(L.FD_ROWS - 1, -1, -1))
+        self._tid_filter = (
+            FilterIndex(self._t("tid_filter"), self.thread_slots.slots.get) if probes.has("sched") else None
+        )
+        self._tgid_filter = FilterIndex(self._t("tgid_filter"), self._rows.get) if probes.has("notify") else None
 
     def _t(self, name: str) -> Any:
         return self.bpf[name.encode()]
@@ -127,11 +169,7 @@ class ProbeMaps:
                 self.targets.threads[tid] = t
         if self.p.has("net"):
             for name in [n for n in self.targets.taps if n not in want.taps]:
-                self._filter("ifname_len_filter", len(name.encode()) + 1, -1)
-                del self._t("taps")[L.ifname_key(name)]
-                self.tap_slots.release(name)
-                self._last_taps.pop(name, None)
-                del self.targets.taps[name]
+                self._drop_tap(name)
                 ch.removed.append(f"tap {name}")
             for name, tap in want.taps.items():
                 if name not in self.targets.taps:
@@ -164,13 +202,15 @@ class ProbeMaps:
         # A thread running when it becomes a target has no switch-in event yet: start its slice now, or a
         # thread that never switches (a polling back-end alone on its CPU) would show 0 % until it does.
         ts[slot] = L.ThreadTs(time.monotonic_ns() if _running(t.pid, t.tid) else 0, 0, -1, 0)
-        self._t("targets")[ct.c_uint32(t.tid)] = slot  # published last: the slot is clean by now
-        self._filter("tid_filter", t.tid & L.FILTER_MASK, +1)
+        self._t("targets")[ct.c_uint32(t.tid)] = slot
+        assert self._tid_filter is not None
+        self._tid_filter.add(t.tid)  # published last: the slot is clean by now
         self._last_threads[t.tid] = [0] * len(THREAD_FIELDS)
         self._last_hist[t.tid] = [0] * L.RUNQ_BUCKETS
 
     def _drop_thread(self, tid: int) -> None:
-        self._filter("tid_filter", tid & L.FILTER_MASK, -1)
+        assert self._tid_filter is not None
+        self._tid_filter.remove(tid)
         with contextlib.suppress(KeyError):
             del self._t("targets")[ct.c_uint32(tid)]
         slot = ct.c_uint32(self.thread_slots.release(tid))
@@ -191,23 +231,67 @@ class ProbeMaps:
         stats = self._t("tap_stats")
         stats[slot] = stats.Leaf()
         self._t("taps")[key] = slot
+        idx = L.tap_dir_index(t.name)
+        self._tap_dir.setdefault(idx, []).append(t.name)
+        self._publish_tap_dir(idx)
         self._filter("ifname_len_filter", len(t.name.encode()) + 1, +1)
         self._last_taps[t.name] = [0] * len(TAP_FIELDS)
 
+    def _drop_tap(self, name: str) -> None:
+        self._filter("ifname_len_filter", len(name.encode()) + 1, -1)
+        idx = L.tap_dir_index(name)
+        self._tap_dir[idx].remove(name)
+        self._publish_tap_dir(idx)
+        del self._t("taps")[L.ifname_key(name)]
+        self.tap_slots.release(name)
+        self._last_taps.pop(name, None)
+        del self.targets.taps[name]
+
+    def _publish_tap_dir(self, idx: int) -> None:
+        """One name at ``idx``: the probe compares it in place; several: it asks the `taps` hash."""
+        names = self._tap_dir.get(idx) or []
+        if not names:
+            self._tap_dir.pop(idx, None)
+            ent = L.TapEnt(0, 0, 0, 0)
+        elif len(names) == 1:
+            ent = L.TapEnt(*L.tap_name_words(names[0]), self.tap_slots.slots[names[0]], L.TAP_VALID)
+        else:
+            ent = L.TapEnt(0, 0, 0, L.TAP_VALID | L.TAP_SHARED)
+        self._t("tap_dir")[ct.c_uint32(idx)] = ent
+
     def _add_fd(self, f: FdTarget) -> None:
         key = (f.pid, f.fd)
-        slot = ct.c_uint32(self.fd_slots.take(key))
+        slot = self.fd_slots.take(key)
         stats = self._t("notify_stats")
-        stats[slot] = stats.Leaf()
+        stats[ct.c_uint32(slot)] = stats.Leaf()
         may_inject = f.role != ROLE_KICK  # a call eventfd, or one whose role is unknown, may be an irqfd
-        self._t("notify_fds")[L.FdKey(f.pid, f.fd)] = ct.c_uint32(slot.value | (L.FD_MAY_INJECT if may_inject else 0))
+        value = ct.c_uint32(slot | L.FD_VALID | (L.FD_MAY_INJECT if may_inject else 0))
+        self._t("notify_fds")[L.FdKey(f.pid, f.fd)] = value  # the hash holds every watched fd
+        fds = self._proc_fds.setdefault(f.pid, set())
+        if not fds and self._free_rows:
+            self._rows[f.pid] = self._free_rows.pop()
+        fds.add(f.fd)
+        if f.pid in self._rows and f.fd < L.FD_COLS:
+            self._t("fd_direct")[ct.c_uint32(self._rows[f.pid] * L.FD_COLS + f.fd)] = value
+        assert self._tgid_filter is not None
+        self._tgid_filter.add(f.pid)  # last: the fd's entries are in place by now
         self._last_fds[key] = [0] * len(NOTIFY_FIELDS)
-        self._filter("tgid_filter", f.pid & L.FILTER_MASK, +1)
 
     def _drop_fd(self, key: tuple[int, int]) -> None:
-        self._filter("tgid_filter", key[0] & L.FILTER_MASK, -1)
+        pid, fd = key
+        row = self._rows.get(pid)
+        if row is not None and fd < L.FD_COLS:
+            self._t("fd_direct")[ct.c_uint32(row * L.FD_COLS + fd)] = ct.c_uint32(0)
         with contextlib.suppress(KeyError):
-            del self._t("notify_fds")[L.FdKey(*key)]
+            del self._t("notify_fds")[L.FdKey(pid, fd)]
+        fds = self._proc_fds.get(pid, set())
+        fds.discard(fd)
+        if not fds:
+            self._proc_fds.pop(pid, None)
+            if row is not None:
+                self._free_rows.append(self._rows.pop(pid))
+            assert self._tgid_filter is not None
+            self._tgid_filter.remove(pid)
         self.fd_slots.release(key)
         self._last_fds.pop(key, None)
         del self.targets.fds[key]
