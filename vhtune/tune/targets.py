@@ -1,4 +1,5 @@
-"""vhtune changes only what it discovered: a thread of a VM or back-end, a VM's tap, a VM, a vhtune back-end.
+"""vhtune changes only what it discovered: a thread of a VM or back-end, a VM's tap, a VM, a vhtune back-end,
+the cpuset cgroup of such a thread when nothing else lives in it.
 
 Host-wide knobs (sysctls, module parameters) are bounded by their own allow-lists instead. Thread ids are
 checked against a fresh discovery at apply time too: a tid freed and reused by an unrelated process between
@@ -10,6 +11,7 @@ from __future__ import annotations
 from vhtune.discover.model import ROLE_BACKEND, ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_VMM, Snapshot
 from vhtune.errors import TuneError
 from vhtune.tune.knob import Target
+from vhtune.tune.knobs.cgroup import CgroupCpusetKnob, foreign_members
 
 # Which kind of target each knob takes (`vhtune tune plan --set KNOB TARGET VALUE` names its fields).
 KNOB_TARGET_KIND = {
@@ -21,6 +23,7 @@ KNOB_TARGET_KIND = {
     "qemu-option": "vm",
     "backend-tunable": "backend",
     "tap-queue-mask": "tap",
+    "cgroup-cpuset": "cgroup",
 }
 TUNABLE_THREAD_ROLES = {ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND, ROLE_VMM}
 HOST_WIDE = {"sysctl", "module-param"}
@@ -31,14 +34,11 @@ def check_target(target: Target, snap: Snapshot) -> None:
     if kind in HOST_WIDE:
         return
     if kind == "thread":
-        tid = int(ident.get("tid", -1))
-        for t in snap.threads:
-            if t.tid == tid and t.role in TUNABLE_THREAD_ROLES:
-                return
-        raise TuneError(
-            f"thread {tid} is not a VM or back-end thread that vhtune discovered; refusing to touch it",
-            "pick a thread from `vhtune discover`",
-        )
+        _check_thread(int(ident.get("tid", -1)), snap)
+        return
+    if kind == "cgroup":
+        _check_cgroup(target, snap)
+        return
     if kind == "tap":
         dev, ns = ident.get("dev"), ident.get("netns", "root")
         if any(t.name == dev and t.netns == ns for t in snap.taps):
@@ -58,3 +58,42 @@ def check_target(target: Target, snap: Snapshot) -> None:
             return
         raise TuneError(f"back-end pid {pid} was not discovered on this host", "pick one from `vhtune discover`")
     raise TuneError(f"unknown target kind {kind!r}")
+
+
+def _check_thread(tid: int, snap: Snapshot) -> None:
+    for t in snap.threads:
+        if t.tid == tid and t.role in TUNABLE_THREAD_ROLES:
+            return
+    raise TuneError(
+        f"thread {tid} is not a VM or back-end thread that vhtune discovered; refusing to touch it",
+        "pick a thread from `vhtune discover`",
+    )
+
+
+def discovered_pids(snap: Snapshot) -> set[int]:
+    """Processes that own a discovered VM or back-end thread (and VMs and back-ends themselves)."""
+    pids = {t.pid for t in snap.threads if t.role in TUNABLE_THREAD_ROLES}
+    return pids | {v.pid for v in snap.vms} | {b.pid for b in snap.backends}
+
+
+def _check_cgroup(target: Target, snap: Snapshot) -> None:
+    """A cpuset cgroup is named by a discovered task in it, and must hold nothing vhtune did not discover."""
+    ident = target.ident
+    if "tid" in ident:
+        _check_thread(int(ident["tid"]), snap)
+    else:
+        pid = int(ident.get("pid", -1))
+        if pid not in discovered_pids(snap):
+            raise TuneError(
+                f"process {pid} is not a VM or back-end that vhtune discovered; refusing to touch its cgroup",
+                "pick a pid or tid from `vhtune discover`",
+            )
+    cg = CgroupCpusetKnob(target).cgroup()
+    foreign = foreign_members(cg, discovered_pids(snap))
+    if foreign:
+        shown = ", ".join(f"{pid} ({comm})" for pid, comm in foreign[:5]) + (" …" if len(foreign) > 5 else "")
+        raise TuneError(
+            f"cpuset cgroup {cg.path} also holds processes vhtune did not discover ({shown}); changing its CPUs "
+            "would move them too, so vhtune refuses",
+            "give the VM or back-end a cpuset cgroup of its own, or use thread-affinity",
+        )

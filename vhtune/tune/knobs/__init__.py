@@ -5,6 +5,7 @@ from __future__ import annotations
 from vhtune.errors import TuneError
 from vhtune.tune.knob import Knob, Target
 from vhtune.tune.knobs.backend import BackendTunableKnob
+from vhtune.tune.knobs.cgroup import CgroupCpusetKnob
 from vhtune.tune.knobs.kernel import ModuleParamKnob, SysctlKnob
 from vhtune.tune.knobs.planned import QemuOptionKnob
 from vhtune.tune.knobs.queue_mask import QueueMaskKnob
@@ -22,6 +23,7 @@ KNOBS: dict[str, type[Knob]] = {
         QemuOptionKnob,
         BackendTunableKnob,
         QueueMaskKnob,
+        CgroupCpusetKnob,
     )
 }
 
