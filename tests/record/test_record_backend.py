@@ -79,3 +79,49 @@ def test_pps_kicks_and_calls_match_the_backend_counters(tmp_path: Path, require_
     workers = threads[threads["role"] == "backend-worker"]
     assert set(workers["comm"]) >= {"vhtune-q1"}
     assert workers["oncpu_ns"].sum() > 0
+
+
+def test_a_front_end_connecting_mid_recording_is_watched_within_a_fraction_of_a_second(
+    tmp_path: Path, require_root: None
+) -> None:
+    """The back-end receives its call eventfds when testpmd connects, long after the recorder attached; with
+    periodic re-discovery far away (refresh_s=60) only the fd-table watch can pick them up, and it must do so
+    before the traffic that starts 0.8 s after the connection."""
+    out = tmp_path / "rec"
+    result: dict[str, Summary | BaseException] = {}
+    opts = BackendOptions(port="sink", cpu=1, suppression=False)  # a call after every burst
+    with VhtuneBackend(opts) as be:
+        be_pid = int(be.proc.pid)
+        sel = Selection(pids=(be_pid,), controls=(str(be.control),))
+        rec = Recorder(RecordOptions(out, sel, interval=0.5, duration=6.0, refresh_s=60.0))
+
+        def run() -> None:
+            try:
+                result["summary"] = rec.run()
+            except BaseException as exc:  # surfaced by the assertion below
+                result["error"] = exc
+
+        th = threading.Thread(target=run)
+        th.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
+                assert time.monotonic() < deadline and th.is_alive(), result
+                time.sleep(0.05)
+            with dpdk.frontend(be.socket, mode="txonly", fwd_cpu=0) as fe:
+                time.sleep(0.8)  # connected, rings enabled; no traffic yet
+                s0 = be.stats()
+                fe.start()
+                time.sleep(1.5)
+                fe.stop()
+                time.sleep(0.3)
+                s1 = be.stats()
+        finally:
+            th.join(timeout=30)
+    assert "summary" in result, result
+    fd_rows = read_table(out, "queues")
+    calls = s1["calls"] - s0["calls"]
+    got = int(fd_rows[(fd_rows["pid"] == be_pid) & (fd_rows["role"] == "call")]["writes"].sum())
+    print(f"back-end calls {calls}, recorded call-eventfd writes {got}")
+    assert calls > 10
+    assert got == pytest.approx(calls, rel=0.05)

@@ -1,5 +1,6 @@
 """The interval loop of ``vhtune record``: discover → load probes → every interval read deltas → rows →
-buffered chunks; re-discover every few seconds so VMs that come and go are picked up and let go.
+buffered chunks; re-discover every few seconds so VMs that come and go are picked up and let go, and at
+once when a watched process gains file descriptors (a front-end connecting: see record/fdwatch.py).
 
 Stops on its own after ``duration``, on SIGINT/SIGTERM (clean: last rows flushed, manifest complete), or
 on a RecordingError from the writer (disk full: the chunks already written stay valid). Probes are
@@ -27,6 +28,7 @@ from vhtune.errors import RecordingError, UsageError, VhtuneError
 from vhtune.probes import ProbeConfig, ProbeMaps, Probes, TargetSet, load
 from vhtune.record.backend_counters import BackendCounterRecorder
 from vhtune.record.backend_ctl import selected_controls
+from vhtune.record.fdwatch import CHECK_EVERY_S, FdTableWatch
 from vhtune.record.rows import Rows, to_rows
 from vhtune.record.select import Selection, build
 from vhtune.record.writer import RecordingWriter
@@ -280,11 +282,13 @@ class Recorder:
         deadline = t0 + opts.duration if opts.duration else None
         index = 0
         maps.read()  # baseline: counts from before the first interval are not reported
+        fdwatch = FdTableWatch(opts.selection.proc)
+        fdwatch.grew(_watched_pids(maps.targets))
         while True:
             target = t0 + (index + 1) * opts.interval
             if deadline is not None:
                 target = min(target, deadline)
-            self.stop.event.wait(max(0.0, target - time.monotonic()))
+            self._wait_watching_fds(target, fdwatch, maps, writer)
             want = None
             if time.monotonic() >= next_refresh and not self.stop.event.is_set():
                 # Discover first (the slow part), then read and apply back to back: targets that come or go
@@ -323,6 +327,26 @@ class Recorder:
                 return
             if index % opts.flush_every == 0:
                 writer.flush()
+
+    def _wait_watching_fds(self, until: float, fdwatch: FdTableWatch, maps: ProbeMaps, writer: RecordingWriter) -> None:
+        """Sleep until ``until`` (or a stop); meanwhile, when a watched process gains fds, re-discover and
+        start watching what is new right away. Only additions are applied mid-interval: a target that went
+        away keeps its partial interval and is let go at the next periodic refresh."""
+        while not self.stop.event.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.event.wait(min(left, CHECK_EVERY_S))
+            if self.stop.event.is_set() or not fdwatch.grew(_watched_pids(maps.targets)):
+                continue
+            snap = self._snapshot()
+            if snap is None and not (self.opts.selection.pids or self.opts.selection.controls):
+                continue
+            want = build(snap, self.opts.selection)
+            cur = maps.targets
+            merged = TargetSet({**want.threads, **cur.threads}, {**want.taps, **cur.taps}, {**want.fds, **cur.fds})
+            self._note(writer, maps.apply(merged))
+            fdwatch.grew(_watched_pids(maps.targets))  # new processes (a front-end) get their baseline now
 
     def _accumulate(self, rows: Rows) -> None:
         for r in rows.get("threads", []):
@@ -395,3 +419,7 @@ class Recorder:
         self.summary.queues = [q for q in self._acc["queues"].values() if q["writes"] or q["reads"]]
         if not self.summary.stop_reason:
             self.summary.stop_reason = writer.manifest.get("stop_reason") or "error"
+
+
+def _watched_pids(targets: TargetSet) -> set[int]:
+    return {t.pid for t in targets.threads.values()} | {pid for pid, _fd in targets.fds}
