@@ -36,7 +36,10 @@ def affinity(tid: int, comm: str, current: list[int], proposed: list[int], why: 
         target=f"tid={tid}",
         current=cur,
         proposed=format_cpulist(proposed),
-        command=f"{cmd}   # or a cgroup cpuset: echo {format_cpulist(proposed)} > /sys/fs/cgroup/<slice>/cpuset.cpus",
+        # A task whose cgroup cpuset excludes the new CPUs cannot be moved by sched_setaffinity (EINVAL) and
+        # a cpuset change re-masks it later: then the cgroup-cpuset knob changes the cgroup instead.
+        command=f"{cmd}   # if its cgroup's cpuset forbids that: vhtune tune plan --set cgroup-cpuset tid={tid} "
+        f"{format_cpulist(proposed)}",
         expected=f"{comm} gets CPU time without waiting behind {why}",
         risk="the CPUs it moves to lose that much capacity; pin the displaced load elsewhere if it matters",
         rollback=f"taskset -pc {cur} {tid}" if current else "vhtune tune rollback PLAN",
