@@ -7,7 +7,10 @@ mode / median unrecorded throughput):
 - ``tap``: a child writes 64-byte frames to a tap in a bench netns (sys_enter_write + netif_receive_skb +
   kfree_skb per frame — the net and notify probes' hot path);
 - ``eventfd``: a child writes a watched eventfd in a loop (sys_enter_write hits in the notify map);
-- ``datapath``: DPDK virtio-user (txonly) → vhtune back-end → tap in a netns; back-end packets/s.
+- ``datapath``: DPDK virtio-user (txonly) → vhtune back-end → tap in a netns; back-end packets/s (the
+  worst case: a Python back-end making a write syscall per packet into a tap, every packet traced);
+- ``datapath-dpdk``: DPDK virtio-user (txonly) → DPDK's vhost PMD (rxonly), both busy-polling, the
+  OVS-DPDK shape of a vhost-user host; recorded with both processes' threads and eventfds watched.
 Recorded phases run the real agent (`python -m vhtune record`, 1 s interval) watching the load; its
 user+system CPU, RSS, start-to-attached time and lost events come from /proc and its JSON summary. The
 anchor is the cheapest possible probe: empty programs on the same tracepoints (what any tracepoint tool
@@ -192,9 +195,9 @@ def child_phase(kind: str, seconds: float, ns: str, mode: str) -> Phase:
         child.wait(timeout=10)
 
 
-def datapath_phases(seconds: float, rounds: int) -> tuple[list[Phase], list[Phase]]:
+def datapath_phases(seconds: float, rounds: int, backend: str = "vhtune") -> tuple[list[Phase], list[Phase]]:
     from vhtune.lab import dpdk
-    from vhtune.lab.backends import BackendOptions, VhtuneBackend
+    from vhtune.lab.backends import BackendOptions, DpdkBackend, LabBackend, VhtuneBackend
     from vhtune.lab.names import lab_name
     from vhtune.lab.netns import Netns
 
@@ -202,15 +205,24 @@ def datapath_phases(seconds: float, rounds: int) -> tuple[list[Phase], list[Phas
     costs: list[Phase] = []
     tap = lab_name("tp")
     with Netns() as ns:
-        opts = BackendOptions(port="tap", tap=tap, netns=ns, cpu=1)
-        with VhtuneBackend(opts) as be, dpdk.frontend(be.socket, mode="txonly", fwd_cpu=0) as fe:
+        be: LabBackend
+        if backend == "vhtune":
+            be = VhtuneBackend(BackendOptions(port="tap", tap=tap, netns=ns, cpu=1))
+        else:
+            be = DpdkBackend(BackendOptions(port="sink", cpu=1))
+        with be, dpdk.frontend(be.socket, mode="txonly", fwd_cpu=0) as fe:
             fe.start()
             time.sleep(1.0)  # warm up
+            if isinstance(be, VhtuneBackend):
+                watch = ["-p", str(fe.pid), "--control", str(be.control), "--tap", tap]
+            else:
+                assert isinstance(be, DpdkBackend) and be.pmd.proc is not None
+                watch = ["-p", str(fe.pid), "-p", str(be.pmd.proc.pid)]
 
             def phase(mode: str) -> Phase:
                 rec: Recording | Anchor | None = None
                 if mode == "recorded":
-                    rec = Recording(["-p", str(fe.pid), "--control", str(be.control), "--tap", tap])
+                    rec = Recording(watch)
                 elif mode == "anchor":
                     rec = Anchor("datapath")
                 try:
@@ -335,6 +347,7 @@ def main() -> None:
             results.append(summarize(kind, phases, costs))
         if not a.no_datapath:
             results.append(summarize("datapath", *datapath_phases(a.seconds, a.rounds)))
+            results.append(summarize("datapath-dpdk", *datapath_phases(a.seconds, a.rounds, backend="dpdk")))
     if a.json:
         print(json.dumps(results, indent=2))
         return
