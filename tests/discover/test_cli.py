@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.discover.test_fixture_trees import libvirt_host  # noqa: F401 (fixture)
+from tests.discover.test_fixture_trees import frontend_host, libvirt_host  # noqa: F401 (fixtures)
 from vhtune.cli import cli, main
 
 
@@ -37,6 +37,14 @@ def test_rendering_names_vm_threads_netdevs_and_backend(runner: CliRunner, libvi
         "pmd-c02/id:5",
     ):
         assert text in out, f"{text!r} missing from:\n{out}"
+
+
+def test_rendering_shows_a_virtio_user_frontends_lcores(runner: CliRunner, frontend_host: Path) -> None:  # noqa: F811
+    res = runner.invoke(cli, ["discover", "--root", str(frontend_host)], env={"COLUMNS": "220"})
+    assert res.exit_code == 0, res.output
+    section = res.output.split("Back-end vhtune", 1)[1].split("Back-end ", 1)[0]
+    assert "Front-end threads (pid 7000)" in section and "rte-worker-1" in section and "frontend" in section
+    assert "eal-intr-thread" not in section  # only its data-path threads
 
 
 def test_json_is_the_full_snapshot(runner: CliRunner, libvirt_host: Path) -> None:  # noqa: F811

@@ -10,6 +10,8 @@ import pytest
 from tests.discover.fakeproc import ROOT_NS, FakeHost, FakeThread, UnixSock, argv_fixture
 from vhtune.discover import (
     ROLE_BACKEND,
+    ROLE_FRONTEND,
+    ROLE_OTHER,
     ROLE_VCPU,
     ROLE_VHOST_WORKER,
     ROLE_VMM,
@@ -329,3 +331,85 @@ def test_backend_found_from_virtio_user_frontend_whatever_its_command_line(tmp_p
     assert (s.frontend_pid, s.backend_pid, s.listener_pid, s.connected, s.vm_pid) == (7000, 6500, 7000, True, None)
     (b,) = snap.backends
     assert (b.pid, b.kind, b.thread_tids, b.frontend_pids) == (6500, "vhtune", [6502], [7000])
+
+
+@pytest.fixture
+def frontend_host(tmp_path: Path) -> Path:
+    """vhtune's back-end (worker on CPU 1) serving testpmd's virtio-user front-end started with ``-l 0,1`` (main
+    lcore and EAL control threads pinned to CPU 0, the forwarding lcore ``rte-worker-1`` to CPU 1), a Python
+    front-end of testpmd's vhost PMD back-end, and a virtio-user process whose socket nobody serves."""
+    h = FakeHost(tmp_path, online="0-1")
+    be = h.proc(
+        6000,
+        "vhtune",
+        ["/usr/bin/python3", "-m", "vhtune", "backend", "--socket", "/tmp/vh.sock", "--port", "sink"],
+        threads=[FakeThread(6000, "vhtune", "0-1"), FakeThread(6001, "vhtune-q0", "1", 1)],
+    )
+    accepted, fe_end = UnixSock(9001, "/tmp/vh.sock"), UnixSock(9002)
+    h.connect(accepted, fe_end)
+    h.sock(be, 5, UnixSock(9000, "/tmp/vh.sock", listening=True))
+    h.sock(be, 6, accepted)
+    h.eventfd(be, 30, ident=51)  # the kick eventfd the front-end passed with SET_VRING_KICK
+    fe = h.proc(
+        7000,
+        "dpdk-testpmd",
+        ["dpdk-testpmd", "-l", "0,1", "--no-pci", "--vdev", "net_virtio_user0,path=/tmp/vh.sock", "--", "-i"],
+        threads=[
+            FakeThread(7000, "dpdk-testpmd", "0", 0),
+            FakeThread(7001, "eal-intr-thread", "0", 0),
+            FakeThread(7002, "rte_mp_handle", "0", 0),
+            FakeThread(7003, "rte-worker-1", "1", 1),
+        ],
+    )
+    h.sock(fe, 3, fe_end)
+    h.eventfd(fe, 20, ident=51)
+    vhost_pmd = h.proc(
+        8000,
+        "dpdk-testpmd",
+        ["dpdk-testpmd", "-l", "0,1", "--no-pci", "--vdev", "net_vhost0,iface=/tmp/py.sock", "--", "-i"],
+        threads=[FakeThread(8000, "dpdk-testpmd", "0"), FakeThread(8001, "rte-worker-1", "1", 1)],
+    )
+    py_accepted, py_end = UnixSock(9011, "/tmp/py.sock"), UnixSock(9012)
+    h.connect(py_accepted, py_end)
+    h.sock(vhost_pmd, 5, UnixSock(9010, "/tmp/py.sock", listening=True))
+    h.sock(vhost_pmd, 6, py_accepted)
+    py = h.proc(9000, "python3", ["python3", "frontend.py"], threads=[FakeThread(9000, "python3", "0-1")])
+    py.threads.append(FakeThread(9001, "python3", "0-1"))
+    h.sock(py, 3, py_end)
+    h.proc(
+        9500,
+        "dpdk-testpmd",
+        ["dpdk-testpmd", "--vdev", "net_virtio_user0,path=/tmp/nobody.sock", "--", "-i"],
+        threads=[FakeThread(9500, "dpdk-testpmd", "0"), FakeThread(9501, "rte-worker-1", "1", 1)],
+    )
+    return h.write()
+
+
+def test_virtio_user_frontend_lcores_listed_with_their_affinity(frontend_host: Path) -> None:
+    """A front-end's lcore spins on its CPU like a back-end worker does: discovery lists it (role, comm,
+    affinity, lcore index) so the recorder watches it and the detectors know that CPU is taken."""
+    snap = discover(frontend_host)
+    lcore = _thread(snap, 7003)
+    assert (lcore.pid, lcore.comm, lcore.role, lcore.affinity, lcore.last_cpu, lcore.queue) == (
+        7000,
+        "rte-worker-1",
+        ROLE_FRONTEND,
+        (1,),
+        1,
+        1,
+    )
+    # The main lcore and EAL's control threads are listed too (their CPU is what they are pinned to), as "other".
+    assert [(t.tid, t.role, t.affinity) for t in snap.threads if t.pid == 7000 and t.tid != 7003] == [
+        (7000, ROLE_OTHER, (0,)),
+        (7001, ROLE_OTHER, (0,)),
+        (7002, ROLE_OTHER, (0,)),
+    ]
+    be = next(b for b in snap.backends if b.pid == 6000)
+    assert (be.thread_tids, be.frontend_pids) == ([6001], [7000])
+    assert {b.pid for b in snap.backends} == {6000, 8000}  # front-ends are not back-ends, lcores or not
+    assert {(e.pid, e.fd, e.eventfd_id) for e in snap.eventfds} >= {(6000, 30, 51), (7000, 20, 51)}
+    # A front-end without data-path thread names: all of its threads carry its data path.
+    assert [(t.tid, t.role) for t in snap.threads if t.pid == 9000] == [(9000, ROLE_FRONTEND), (9001, ROLE_FRONTEND)]
+    # A virtio-user process connected to no back-end is on no data path.
+    assert all(t.pid != 9500 for t in snap.threads)
+    assert snap.problems == []

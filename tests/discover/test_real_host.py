@@ -14,8 +14,9 @@ import pytest
 
 from tests.discover.conftest import DpdkPair, RealSetup, UnnamedNetnsTap, VhtunePair
 from tests.discover.test_failures import discover_as_nobody
-from vhtune.discover import ROLE_BACKEND, ROLE_VCPU, Snapshot, VMInfo, discover
+from vhtune.discover import ROLE_BACKEND, ROLE_FRONTEND, ROLE_OTHER, ROLE_VCPU, Snapshot, VMInfo, discover
 from vhtune.discover.procfs import parse_cpulist
+from vhtune.record.select import Selection, build
 
 pytestmark = pytest.mark.slow  # real peers (QEMU, testpmd); CI runs them, as root
 
@@ -194,3 +195,31 @@ def test_vhtune_backend_and_its_ring_threads(real_vhtune_backend: VhtunePair) ->
     rings = {t for t, c in _proc_threads(pair.backend_pid).items() if c.startswith("vhtune-q")}
     assert (be.kind, set(be.thread_tids)) == ("vhtune", rings)
     assert all(t.queue is not None for t in snap.threads if t.tid in rings)
+
+
+def _affinity(pid: int, tid: int) -> tuple[int, ...]:
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        return parse_cpulist(next(line for line in f if line.startswith("Cpus_allowed_list:")).split(":")[1])
+
+
+def test_virtio_user_frontend_threads_with_their_affinity(real_vhtune_backend: VhtunePair) -> None:
+    """testpmd (`-l 0,1`: main lcore on CPU 0, forwarding lcore rte-worker-1 pinned to CPU 1) as the front-end of
+    vhtune's back-end: discovery lists its threads, the lcore as a front-end data-path thread, and the default
+    recording selection watches that lcore."""
+    pair = real_vhtune_backend
+    snap = discover()
+    truth = _proc_threads(pair.frontend_pid)
+    (lcore,) = [tid for tid, comm in truth.items() if comm == "rte-worker-1"]
+    mine = {t.tid: t for t in snap.threads if t.pid == pair.frontend_pid}
+    assert set(mine) == set(truth), f"problems: {snap.problems}"
+    t = mine[lcore]
+    assert (t.role, t.comm, t.queue, t.affinity) == (ROLE_FRONTEND, "rte-worker-1", 1, (1,))
+    assert t.affinity == _affinity(pair.frontend_pid, lcore)
+    for tid, other in mine.items():
+        assert other.comm == truth[tid] and other.affinity == _affinity(pair.frontend_pid, tid)
+        assert tid == lcore or other.role == ROLE_OTHER, other
+    assert mine[pair.frontend_pid].affinity == (0,)  # the main lcore
+    be = next(b for b in snap.backends if b.pid == pair.backend_pid)
+    assert be.frontend_pids == [pair.frontend_pid] and pair.frontend_pid not in {b.pid for b in snap.backends}
+    targets = build(snap, Selection())
+    assert targets.threads[lcore].role == ROLE_FRONTEND and pair.frontend_pid not in targets.threads

@@ -6,6 +6,8 @@ import os
 
 from vhtune.discover.model import (
     ROLE_BACKEND,
+    ROLE_FRONTEND,
+    ROLE_OTHER,
     ROLE_VCPU,
     ROLE_VMM,
     BackendInfo,
@@ -46,6 +48,23 @@ def test_default_is_the_data_path_and_all_adds_vmm_threads() -> None:
     assert ts.taps["tap0"].vm == "pid 100" and ts.taps["tapX"].vm is None  # held by the VM / by someone else
     assert set(ts.fds) == {(100, 20), (200, 30)}  # not bash's eventfd
     assert set(build(_snap(), Selection(all=True)).threads) == {100, 101, 201}
+
+
+def test_a_virtio_user_frontends_lcore_is_on_the_data_path() -> None:
+    """A DPDK virtio-user front-end (no VM): its lcore is recorded by default like a vCPU, its main thread and
+    eventfds with --all and by default respectively, as for a VM."""
+    snap = _snap()
+    snap.backends.append(BackendInfo(pid=400, kind="vhtune", comm="vhtune", thread_tids=[401], frontend_pids=[500]))
+    snap.threads += [
+        ThreadInfo(400, 401, "vhtune-q0", ROLE_BACKEND, (1,)),
+        ThreadInfo(500, 500, "dpdk-testpmd", ROLE_OTHER, (0,)),
+        ThreadInfo(500, 503, "rte-worker-1", ROLE_FRONTEND, (1,), queue=1),
+    ]
+    snap.eventfds.append(EventfdInfo(500, 20, 11))
+    ts = build(snap, Selection())
+    assert {101, 201, 401, 503} <= set(ts.threads) and 500 not in ts.threads
+    assert ts.threads[503].role == ROLE_FRONTEND and (500, 20) in ts.fds
+    assert {500, 503} <= set(build(snap, Selection(all=True)).threads)
 
 
 def test_pid_selection_reads_proc_and_keeps_discovered_roles() -> None:

@@ -11,7 +11,7 @@ from vhtune.cli import cli
 from vhtune.cli.output import console, emit_json, table
 from vhtune.cpulist import format_cpulist
 from vhtune.discover import discover as take_snapshot
-from vhtune.discover.model import BackendInfo, Snapshot, TapInfo, ThreadInfo, VMInfo
+from vhtune.discover.model import ROLE_FRONTEND, BackendInfo, Snapshot, TapInfo, ThreadInfo, VMInfo
 
 
 def _cpus(cpus: tuple[int, ...]) -> str:
@@ -112,7 +112,13 @@ def _backend_section(snap: Snapshot, be: BackendInfo) -> list[object]:
             f"socket(s) {escape(socks)}, front-end pid(s) {fronts}"
         )
     threads = [by_tid[t] for t in be.thread_tids if t in by_tid]
-    return [title, table(None, _THREAD_COLS, _thread_rows(threads))] if threads else [title]
+    parts: list[object] = [title, table(None, _THREAD_COLS, _thread_rows(threads))] if threads else [title]
+    # Non-VM front-ends (DPDK virtio-user): their data-path threads, where they spin matters as much.
+    lcores = [t for t in snap.threads if t.pid in be.frontend_pids and t.role == ROLE_FRONTEND]
+    if lcores:
+        pids = ", ".join(map(str, sorted({t.pid for t in lcores})))
+        parts += [f"Front-end threads (pid {pids})", table(None, _THREAD_COLS, _thread_rows(lcores))]
+    return parts
 
 
 def render(snap: Snapshot) -> None:

@@ -6,6 +6,7 @@
 from vhtune.discover.core import discover
 from vhtune.discover.model import (
     ROLE_BACKEND,
+    ROLE_FRONTEND,
     ROLE_OTHER,
     ROLE_VCPU,
     ROLE_VHOST_WORKER,
@@ -24,6 +25,7 @@ from vhtune.discover.netns import HostNetns, NetnsAccess, NetnsRef, RecordedNetn
 
 __all__ = [
     "ROLE_BACKEND",
+    "ROLE_FRONTEND",
     "ROLE_OTHER",
     "ROLE_VCPU",
     "ROLE_VHOST_WORKER",

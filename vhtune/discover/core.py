@@ -2,7 +2,7 @@
 
 Cost: one walk of /proc/*/{comm,cmdline,fd,ns/net}, one /proc/net/unix read and one sock_diag dump per
 network namespace, one ``ip`` per namespace that holds a tap, and per-thread reads only for the processes
-that matter (VMs, back-ends, vhost workers).
+that matter (VMs, back-ends, their non-VM front-ends, vhost workers).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from vhtune.discover.memory import parse_numa_maps
 from vhtune.discover.model import (
     ROLE_BACKEND,
+    ROLE_FRONTEND,
     ROLE_VCPU,
     ROLE_VHOST_WORKER,
     BackendInfo,
@@ -324,6 +325,16 @@ class _Walk:
         self.eventfds(pid)
         return be
 
+    def frontend(self, pid: int) -> None:
+        """A front-end that is not a VM (DPDK virtio-user, or any process on a back-end's socket): its threads,
+        the data-path ones (DPDK lcores, named like a back-end's) with ROLE_FRONTEND, and its eventfds."""
+        threads = self.threads_of(pid, in_vmm=False)
+        lcores = [t for t in threads if t.role == ROLE_BACKEND]
+        # No data-path name (e.g. a Python front-end): as for back-ends, all of its threads count.
+        for t in lcores or threads:
+            t.role = ROLE_FRONTEND
+        self.eventfds(pid)
+
     # --- the pass ----------------------------------------------------------------------------------
     def run(self) -> None:
         self.cpus()
@@ -388,6 +399,12 @@ class _Walk:
             be = self.backend(pid, socks)
             if be is not None:
                 self.snap.backends.append(be)
+        served = {b.pid for b in self.snap.backends}
+        fronts = {s.frontend_pid for s in sockets if s.backend_pid in served and s.frontend_pid is not None}
+        # A process that is a back-end itself keeps its back-end roles; a VM's threads were read above.
+        for pid in sorted(fronts - vm_pids - served):
+            if pid in self.procs:
+                self.frontend(pid)
         for vm in self.snap.vms:
             if vm.vhost_tids or any(nd.kind == "tap" and nd.vhost for nd in vm.netdevs):
                 self.snap.backends.append(

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 ROLE_VCPU = "vcpu"  # QEMU "CPU n/KVM" or "CPU n/TCG"
 ROLE_VHOST_WORKER = "vhost-worker"  # kernel thread "vhost-<qemu pid>" or vhost_task inside the QEMU process
 ROLE_BACKEND = "backend-worker"  # vhost-user data-path thread: DPDK lcore, OVS pmd, vhtune-q<n>
+# Data-path thread of a front-end that is not a VM (a DPDK virtio-user lcore, or every thread of a process
+# connected to a back-end's socket whose threads carry no data-path name).
+ROLE_FRONTEND = "frontend"
 ROLE_VMM = "vmm"  # other QEMU threads (main loop, iothreads)
 ROLE_OTHER = "other"
 
@@ -107,7 +110,7 @@ class BackendInfo:
     comm: str
     thread_tids: list[int] = field(default_factory=list)  # data-path threads (role backend-worker/vhost-worker)
     socket_paths: list[str] = field(default_factory=list)
-    frontend_pids: list[int] = field(default_factory=list)  # VMs / front-ends it serves
+    frontend_pids: list[int] = field(default_factory=list)  # VMs / front-ends it serves (threads: ROLE_FRONTEND)
 
 
 @dataclass

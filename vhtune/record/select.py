@@ -1,8 +1,9 @@
 """Which threads, taps and eventfds a recording watches, from a discovery snapshot and the command line.
 
-- no ``-p`` and no ``--all``: the data path discovery found (vCPU, vhost worker, back-end worker threads,
-  every discovered tap, the eventfds of VMs and back-ends);
-- ``--all``: every thread of every discovered VM and back-end (main loops and iothreads too);
+- no ``-p`` and no ``--all``: the data path discovery found (vCPU, vhost worker, back-end worker threads, the
+  data-path threads of non-VM front-ends such as a DPDK virtio-user lcore, every discovered tap, the eventfds
+  of VMs, back-ends and front-ends);
+- ``--all``: every thread of every discovered VM, back-end and front-end (main loops and iothreads too);
 - ``-p PID``: every thread and eventfd of those processes (read from /proc even when discovery does not
   know them) and the taps they hold; ``--tap NAME`` adds taps by name; ``--control PATH`` adds a vhtune
   back-end's worker threads and kick/call fds per queue (discovered vhtune back-ends' ``.ctl`` sockets are
@@ -18,12 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vhtune.discover.model import ROLE_BACKEND, ROLE_OTHER, ROLE_VCPU, ROLE_VHOST_WORKER, Snapshot, TapInfo
+from vhtune.discover.model import (
+    ROLE_BACKEND,
+    ROLE_FRONTEND,
+    ROLE_OTHER,
+    ROLE_VCPU,
+    ROLE_VHOST_WORKER,
+    Snapshot,
+    TapInfo,
+)
 from vhtune.errors import DiscoveryError
 from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TapTarget, TargetSet, ThreadTarget
 from vhtune.record.backend_ctl import control_targets, propagate_roles, selected_controls
 
-DATA_PATH_ROLES = (ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND)
+# A front-end's lcore is on the path too: its on-CPU time and run-queue waits are the path's, and the detectors
+# read them to know which CPUs it occupies.
+DATA_PATH_ROLES = (ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND, ROLE_FRONTEND)
 
 
 @dataclass
@@ -103,6 +114,7 @@ def build(snap: Snapshot | None, sel: Selection) -> TargetSet:
                     ts.add_tap(TapTarget(tap.name, tap.ifindex, tap.netns, _tap_owner(snap, tap)))
     elif snap:
         owners = {vm.pid for vm in snap.vms} | {b.pid for b in snap.backends}
+        owners |= {pid for b in snap.backends for pid in b.frontend_pids}
         for t in snap.threads:
             if t.role in DATA_PATH_ROLES or (sel.all and t.pid in owners):
                 ts.add_thread(ThreadTarget(t.tid, t.pid, t.comm, t.role))
