@@ -9,6 +9,7 @@ import pytest
 
 from vhtune import api
 from vhtune.analysis.synthetic import FAULTS, SynthSpec, write_synthetic
+from vhtune.detect.finding import Finding
 from vhtune.detect.table import BY_ID, DETECTORS
 
 EXPECTED = {
@@ -111,3 +112,47 @@ def test_without_backend_counters_uses_ebpf_only(tmp_path: Path) -> None:
     assert top["vm0"].id == "small-batches" and top["vm0"].confidence < 1  # packets per call: an upper bound
     assert top["vm1"].id == "rx-ring-starved" and "inferred" in top["vm1"].evidence[0].note
     assert top["vm2"].id == "tap-drops"
+
+
+def _top(tmp_path: Path, fault: str, frontend: str = "dpdk") -> Finding:
+    """VM 0 alone on a 2-CPU host, served by a DPDK virtio-user front-end (testpmd as the lab places it)."""
+    spec = SynthSpec(vms=1, duration_s=10, faults={0: fault}, cpus=2, frontend=frontend)
+    findings = api.analyze(api.load(write_synthetic(tmp_path / fault, spec)))
+    assert findings, f"no finding for {fault}"
+    return findings[0]
+
+
+@pytest.mark.parametrize(
+    ("fault", "want"), [("cpu-hog", "backend-cpu-contention"), ("saturated", "backend-thread-saturated")]
+)
+def test_no_move_onto_the_cpu_a_frontend_lcore_spins_on(tmp_path: Path, fault: str, want: str) -> None:
+    """The demo's placement (`vhtune lab run dpdk-sink --fault cpu-hog`): the worker shares CPU 0 with a hog,
+    testpmd's forwarding lcore busy-polls CPU 1, its idle main lcore sits on CPU 0. Moving the worker onto the
+    lcore's CPU cost 80 % of the packet rate in the closed loop; the old recommender proposed exactly that."""
+    top = _top(tmp_path, fault)
+    assert top.id == want, top
+    assert all(r.knob != "thread-affinity" for r in top.recommendations), top.recommendations
+    held = next(e for e in top.evidence if e.metric == "CPUs held by busy data-path threads")
+    assert held.value == 1 and held.note.startswith("CPU 1 runs front-end lcore rte-worker-1 of dpdk-testpmd-100000")
+    assert "pinned there at 99 % on-CPU" in held.note
+    assert "No move to another CPU is proposed" in top.explanation
+    assert list(top.details["cpus_taken"]) == ["1"]
+    if fault == "cpu-hog":
+        assert [r.knob for r in top.recommendations] == ["thread-sched"]
+
+
+def test_an_idle_pinned_main_lcore_does_not_block_a_move(tmp_path: Path) -> None:
+    """Front-end lcore and worker share CPU 0 (the lab's same-cpu); CPU 1 holds only testpmd's main lcore,
+    measured idle at its prompt: CPU 1 is free, so moving the worker there comes first."""
+    top = _top(tmp_path, "shared-cpu")
+    assert top.id == "backend-cpu-contention" and top.details["competitor"]["comm"] == "rte-worker-1"
+    recs = [(r.knob, r.proposed) for r in top.recommendations]
+    assert recs[0] == ("thread-affinity", "1") and recs[1][0] == "thread-sched", recs
+    assert "cpus_taken" not in top.details
+
+
+def test_busy_pinned_vcpus_rule_out_their_cpu(tmp_path: Path) -> None:
+    """The same rule for a KVM guest whose vCPUs (30 % on-CPU) are pinned to the only other CPU."""
+    top = _top(tmp_path, "cpu-hog", frontend="kvm")
+    assert [r.knob for r in top.recommendations] == ["thread-sched"]
+    assert top.details["cpus_taken"]["1"].startswith("CPU 1 runs vCPU CPU 0/KVM of vm0")

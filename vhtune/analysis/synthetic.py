@@ -1,9 +1,11 @@
 """Synthetic recordings in the documented layout (manifest.json + ``<table>/NNNNNN.parquet``), for unit tests
 and the 1 h x 64 VM benchmark. They are *models*, not measurements: each VM is a vhtune back-end (one worker
-thread, a tap) serving a KVM guest (two vCPUs); the numbers follow the recording schema's units and the
-relations a real data path has (kicks drained by the back-end = kicks written by the guest, injections = calls
-on the irqfd path, drops attributed to a tap by reason). A fault profile changes the few quantities the
-fault really changes, so each detector can be unit-tested in isolation; the real-fault tests use the lab.
+thread, a tap) serving a KVM guest (two vCPUs) or, with ``frontend="dpdk"``, a DPDK virtio-user process as
+the lab runs testpmd (a forwarding lcore that busy-polls, an idle main lcore on the next CPU); the numbers
+follow the recording schema's units and the relations a real data path has (kicks drained by the back-end =
+kicks written by the guest, injections = calls on the irqfd path, drops attributed to a tap by reason). A fault
+profile changes the few quantities the fault really changes, so each detector can be unit-tested in
+isolation; the real-fault tests use the lab.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ BASELINE: dict[str, float] = {
     "be_runq_bucket": 12,  # log2 ns of the typical wait (4 µs)
     "vcpu_oncpu": 30.0,
     "vcpu_runq": 0.3,
+    "lcore_oncpu": 99.5,  # DPDK front-end: its forwarding lcore polls whether there is traffic or not
+    "main_oncpu": 0.1,  # DPDK front-end: its main lcore waits at the prompt
     "kicks_per_pkt": 0.02,
     "calls_per_pkt": 0.03,
     "burst": 16.0,
@@ -91,14 +95,25 @@ class SynthSpec:
     chunk_intervals: int = 300
     cpus: int = 8
     nodes: int = 1
+    frontend: str = "kvm"  # "kvm": a QEMU/KVM guest; "dpdk": a DPDK virtio-user process (no VM)
+
+
+# The front-end's two recorded threads per kind: comm, role, on-CPU and run-queue keys of the profile.
+FRONTEND_THREADS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    "kvm": (("CPU 0/KVM", "vcpu", "vcpu_oncpu", "vcpu_runq"), ("CPU 1/KVM", "vcpu", "vcpu_oncpu", "vcpu_runq")),
+    "dpdk": (
+        ("rte-worker-1", "frontend", "lcore_oncpu", "vcpu_runq"),
+        ("dpdk-testpmd", "other", "main_oncpu", "vcpu_runq"),
+    ),
+}
 
 
 @dataclass
 class _VM:
     i: int
     p: dict[str, Any]
-    qemu: int
-    vcpus: tuple[int, int]
+    qemu: int  # the front-end's pid
+    vcpus: tuple[int, int]  # its two recorded threads (DPDK: the forwarding lcore, then the main lcore = the pid)
     backend: int
     worker: int
     tap: str
@@ -107,6 +122,8 @@ class _VM:
 
 
 def _vms(spec: SynthSpec) -> list[_VM]:
+    if spec.frontend not in FRONTEND_THREADS:
+        raise ValueError(f"unknown synthetic front-end {spec.frontend!r}; known: {', '.join(FRONTEND_THREADS)}")
     out = []
     for i in range(spec.vms):
         fault = spec.faults.get(i)
@@ -116,9 +133,8 @@ def _vms(spec: SynthSpec) -> list[_VM]:
         be_cpu = (2 * i) % spec.cpus
         vcpu_cpu = be_cpu if p.get("shared_cpu") else (2 * i + 1) % spec.cpus
         qemu = 100_000 + 10 * i
-        out.append(
-            _VM(i, p, qemu, (qemu + 1, qemu + 2), 200_000 + 10 * i, 200_001 + 10 * i, f"vht{i}", be_cpu, vcpu_cpu)
-        )
+        fe = (qemu + 1, qemu + 2) if spec.frontend == "kvm" else (qemu + 1, qemu)
+        out.append(_VM(i, p, qemu, fe, 200_000 + 10 * i, 200_001 + 10 * i, f"vht{i}", be_cpu, vcpu_cpu))
     return out
 
 
@@ -132,22 +148,10 @@ def snapshot(spec: SynthSpec) -> Snapshot:
         if v.p.get("cross_numa") and spec.nodes > 1:
             be_cpu = next(c for c in range(spec.cpus) if node[c] != node[v.vcpu_cpu])
             v.be_cpu = be_cpu
-        name = f"vm{v.i}"
-        snap.vms.append(
-            VMInfo(
-                pid=v.qemu,
-                name=name,
-                accel="kvm",
-                vcpu_tids=list(v.vcpus),
-                netdevs=[NetdevInfo(id="net0", kind="vhost-user", chardev="c0", socket_path=f"/run/vht{v.i}.sock")],
-                memory_nodes=[node[v.vcpu_cpu]],
-            )
-        )
-        snap.threads.append(ThreadInfo(v.qemu, v.qemu, "qemu-system-x86", "vmm"))
-        for k, tid in enumerate(v.vcpus):
-            snap.threads.append(
-                ThreadInfo(v.qemu, tid, f"CPU {k}/KVM", "vcpu", (v.vcpu_cpu,), v.vcpu_cpu, node[v.vcpu_cpu], k)
-            )
+        if spec.frontend == "kvm":
+            _kvm_frontend(snap, v, node)
+        else:
+            _dpdk_frontend(snap, v, node, spec.cpus)
         snap.threads.append(ThreadInfo(v.backend, v.backend, "vhtune", "other"))
         snap.threads.append(
             ThreadInfo(v.backend, v.worker, "vhtune-q0", "backend-worker", (be_cpu,), be_cpu, node[be_cpu], queue=0)
@@ -157,8 +161,76 @@ def snapshot(spec: SynthSpec) -> Snapshot:
     return snap
 
 
+def _kvm_frontend(snap: Snapshot, v: _VM, node: dict[int, int]) -> None:
+    snap.vms.append(
+        VMInfo(
+            pid=v.qemu,
+            name=f"vm{v.i}",
+            accel="kvm",
+            vcpu_tids=list(v.vcpus),
+            netdevs=[NetdevInfo(id="net0", kind="vhost-user", chardev="c0", socket_path=f"/run/vht{v.i}.sock")],
+            memory_nodes=[node[v.vcpu_cpu]],
+        )
+    )
+    snap.threads.append(ThreadInfo(v.qemu, v.qemu, "qemu-system-x86", "vmm"))
+    for k, tid in enumerate(v.vcpus):
+        snap.threads.append(
+            ThreadInfo(v.qemu, tid, f"CPU {k}/KVM", "vcpu", (v.vcpu_cpu,), v.vcpu_cpu, node[v.vcpu_cpu], k)
+        )
+
+
+def _dpdk_frontend(snap: Snapshot, v: _VM, node: dict[int, int], cpus: int) -> None:
+    """testpmd ``-l MAIN,FWD``: the forwarding lcore pinned to the front-end's CPU, the main lcore to the next one
+    (vhtune/lab/dpdk.py's placement); no VM, so the path is named after the process ("dpdk-testpmd-<pid>")."""
+    lcore, main = v.vcpus
+    main_cpu = (v.vcpu_cpu + 1) % cpus
+    snap.threads.append(ThreadInfo(v.qemu, main, "dpdk-testpmd", "other", (main_cpu,), main_cpu, node[main_cpu]))
+    snap.threads.append(
+        ThreadInfo(v.qemu, lcore, "rte-worker-1", "frontend", (v.vcpu_cpu,), v.vcpu_cpu, node[v.vcpu_cpu], queue=1)
+    )
+
+
 def _noise(rng: np.random.Generator, n: int, rel: float = 0.05) -> np.ndarray:
     return np.clip(rng.normal(1.0, rel, n), 0.5, 1.5)
+
+
+def _kvm_tables(
+    T: np.ndarray,
+    qemu: np.ndarray,
+    backend: np.ndarray,
+    calls: np.ndarray,
+    per_call: np.ndarray,
+    waited_share: np.ndarray,
+) -> dict[str, pd.DataFrame]:
+    """irqs (each call an MSI injected through the irqfd) and vcpu_wakeups (of vCPU 0) of a KVM guest."""
+    irqs = pd.DataFrame(
+        {
+            "ts": T,
+            "pid": backend,
+            "kind": "msi",
+            "gsi": 33,
+            "level": 1,
+            "via_pid": backend,
+            "via_fd": 13,
+            "count": calls,
+        }
+    )
+    vw = np.rint(calls * per_call).astype(np.int64)
+    waited = np.rint(vw * waited_share).astype(np.int64)
+    wakeups = pd.DataFrame(
+        {
+            "ts": T,
+            "pid": qemu,
+            "tid": qemu + 1,
+            "wakeups": vw,
+            "polled": vw - waited,
+            "waited": waited,
+            "invalid": 0,
+            "poll_ns": (vw - waited) * 20_000,
+            "wait_ns": waited * 200_000,
+        }
+    )
+    return {"irqs": irqs, "vcpu_wakeups": wakeups}
 
 
 def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
@@ -176,17 +248,13 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
     out: dict[str, pd.DataFrame] = {}
     qemu = np.array([v.qemu for v in vms])[vi]
     backend = np.array([v.backend for v in vms])[vi]
-    # threads: back-end worker + two vCPUs per VM
+    # threads: back-end worker + the front-end's two (vCPUs, or a DPDK forwarding and main lcore) per VM
     rows = []
     hist = []
-    for role_k, (tid_of, comm_of, on_k, rq_k, bucket_k) in enumerate(
-        [
-            (lambda v: v.worker, lambda v: "vhtune-q0", "be_oncpu", "be_runq", "be_runq_bucket"),
-            (lambda v: v.vcpus[0], lambda v: "CPU 0/KVM", "vcpu_oncpu", "vcpu_runq", None),
-            (lambda v: v.vcpus[1], lambda v: "CPU 1/KVM", "vcpu_oncpu", "vcpu_runq", None),
-        ]
-    ):
-        tid = np.array([tid_of(v) for v in vms])[vi]
+    fe = FRONTEND_THREADS[spec.frontend]
+    for role_k, (comm, role, on_k, rq_k) in enumerate((("vhtune-q0", "backend-worker", "be_oncpu", "be_runq"), *fe)):
+        bucket_k = "be_runq_bucket" if role_k == 0 else None
+        tid = np.array([v.worker if role_k == 0 else v.vcpus[role_k - 1] for v in vms])[vi]
         oncpu = np.clip(col(on_k, 0.03), 0, 100)
         runq = np.clip(col(rq_k, 0.1), 0, 100)
         wakeups = (
@@ -201,8 +269,8 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
                     "interval_s": iv,
                     "pid": backend if role_k == 0 else qemu,
                     "tid": tid,
-                    "comm": [comm_of(vms[j]) for j in vi],
-                    "role": "backend-worker" if role_k == 0 else "vcpu",
+                    "comm": comm,
+                    "role": role,
                     "oncpu_ns": (oncpu / 100 * ivns).astype(np.int64),
                     "oncpu_pct": oncpu,
                     "runq_ns": (runq / 100 * ivns).astype(np.int64),
@@ -231,7 +299,7 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
             )
     out["threads"] = pd.concat(rows, ignore_index=True)
     out["runq_hist"] = pd.concat(hist, ignore_index=True)
-    # competitors: a hog (or the VM's own vCPU) held the back-end's CPU while it waited
+    # competitors: a hog (or the VM's own vCPU, or the DPDK front-end's lcore) held the back-end's CPU while it waited
     comp = P["competitor_share"][vi] > 0
     shared = np.array([bool(v.p.get("shared_cpu")) for v in vms])[vi]
     cm = comp | shared
@@ -241,8 +309,8 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
             "cpu": np.array([v.be_cpu for v in vms])[vi][cm],
             "pid": np.where(shared, qemu, 300_000 + vi)[cm],
             "tid": np.where(shared, qemu + 1, 300_000 + vi)[cm],
-            "comm": np.where(shared, "CPU 0/KVM", "stress-ng-cpu")[cm],
-            "ns": (np.where(shared, P["vcpu_oncpu"][vi] / 100, P["competitor_share"][vi]) * ivns).astype(np.int64)[cm],
+            "comm": np.where(shared, fe[0][0], "stress-ng-cpu")[cm],
+            "ns": (np.where(shared, P[fe[0][2]][vi] / 100, P["competitor_share"][vi]) * ivns).astype(np.int64)[cm],
             "slices": 100,
         }
     )
@@ -280,11 +348,13 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
     )
     kicks = np.rint(col("kicks_per_pkt") * pkts).astype(np.int64)
     calls = np.rint(col("calls_per_pkt") * pkts).astype(np.int64)
+    kvm = spec.frontend == "kvm"  # a DPDK front-end polls its rings: no irqfd injection, no vCPU to wake
+    none = np.zeros_like(kicks)
     q = []
     for pid, fd, role, qi, w, r, inj in (
-        (qemu, 30, "kick", 1, kicks, np.zeros_like(kicks), np.zeros_like(kicks)),
-        (backend, 12, "kick", 1, np.zeros_like(kicks), kicks, np.zeros_like(kicks)),
-        (backend, 13, "call", 0, calls, np.zeros_like(calls), calls),
+        (qemu, 30, "kick", 1, kicks, none, none),
+        (backend, 12, "kick", 1, none, kicks, none),
+        (backend, 13, "call", 0, calls, none, calls if kvm else none),
     ):
         q.append(
             pd.DataFrame(
@@ -303,33 +373,8 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
             )
         )
     out["queues"] = pd.concat(q, ignore_index=True)
-    out["irqs"] = pd.DataFrame(
-        {
-            "ts": T,
-            "pid": backend,
-            "kind": "msi",
-            "gsi": 33,
-            "level": 1,
-            "via_pid": backend,
-            "via_fd": 13,
-            "count": calls,
-        }
-    )
-    vw = np.rint(calls * P["vcpu_wakeups_per_call"][vi]).astype(np.int64)
-    waited = np.rint(vw * P["vcpu_waited_share"][vi]).astype(np.int64)
-    out["vcpu_wakeups"] = pd.DataFrame(
-        {
-            "ts": T,
-            "pid": qemu,
-            "tid": qemu + 1,
-            "wakeups": vw,
-            "polled": vw - waited,
-            "waited": waited,
-            "invalid": 0,
-            "poll_ns": (vw - waited) * 20_000,
-            "wait_ns": waited * 200_000,
-        }
-    )
+    if kvm:
+        out.update(_kvm_tables(T, qemu, backend, calls, P["vcpu_wakeups_per_call"][vi], P["vcpu_waited_share"][vi]))
     out["vhost_events"] = pd.DataFrame(columns=TABLES["vhost_events"].names)
     out["lost"] = pd.DataFrame({"ts": ts.to_numpy(), **{c: 0 for c in LOST.names if c != "ts"}})
     if spec.backend_counters:

@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 
 BACKEND_ROLES = ("vhost-worker", "backend-worker")
+# Threads that carry a path's packets (discovery's roles): vCPUs, back-end workers, non-VM front-ends' lcores.
+DATAPATH_ROLES = ("vcpu", *BACKEND_ROLES, "frontend")
 
 
 @dataclass

@@ -12,7 +12,8 @@ import pandas as pd
 from vhtune.analysis.topology import BACKEND_ROLES, Path
 from vhtune.detect import recommend as R
 from vhtune.detect.evaluate import confidence, context, crossing, score, severity
-from vhtune.detect.finding import Evidence, Finding
+from vhtune.detect.finding import Evidence, Finding, Recommendation
+from vhtune.detect.placement import CpuChoice, all_cpus, choose_cpu, cpus_of, describe
 
 if TYPE_CHECKING:
     from vhtune.analysis.recording import Recording
@@ -54,48 +55,31 @@ def _finding(rec: Recording, det: Detector, tid: int, g: pd.DataFrame, ev: Evide
     )
 
 
-def _cpus_of(rec: Recording, tid: int) -> list[int]:
-    aff = rec.topology.threads.get(tid, {}).get("affinity") or []
-    return sorted(int(c) for c in aff)
+def _move(rec: Recording, tid: int, comm: str, choice: CpuChoice, why: str) -> Recommendation | None:
+    """The thread-affinity move ``choice`` allows, with the risk of a CPU that is not really free."""
+    if not choice.cpus:
+        return None
+    move = R.affinity(tid, comm, cpus_of(rec, tid), choice.cpus, why)
+    occupant = choice.shared.get(choice.cpus[0])
+    if occupant is not None:
+        move.risk = f"{occupant.sentence()}: they will share it"
+    elif not choice.clean:
+        move.risk = f"its competitors also ran on CPU {choice.cpus[0]}: they may follow it there"
+    return move
 
 
-def _all_cpus(rec: Recording) -> list[int]:
-    if rec.topology.cpu_node:
-        return sorted(rec.topology.cpu_node)
-    seen = set(rec.competitors["cpu"].astype(int)) if len(rec.competitors) else set()
-    for t in rec.topology.threads.values():
-        seen.update(int(c) for c in t.get("affinity") or [])
-    return sorted(seen)
-
-
-def _free_cpus(rec: Recording, tid: int, avoid: set[int]) -> tuple[list[int], bool]:
-    """A CPU to move ``tid`` to, and whether it is really free: not its own, not where its competitors ran, not
-    one a vCPU, back-end or front-end thread is pinned to. When none is free the least bad one is returned."""
-    everything = _all_cpus(rec)
-    own = set(_cpus_of(rec, tid))
-    n = len(everything)
-    datapath = {pid for p in rec.topology.paths for pid in p.pids}
-    pinned: set[int] = set()
-    for t, info in rec.topology.threads.items():
-        aff = info.get("affinity") or []
-        busy = info.get("role") in ("vcpu", *BACKEND_ROLES) or int(info.get("pid", -1)) in datapath
-        if t != tid and busy and 0 < len(aff) < n:
-            pinned.update(int(c) for c in aff)
-    c = rec.competitors
-    if len(c):  # where data-path threads whose affinity discovery did not see were seen running
-        span_ns = max(1.0, rec.intervals * rec.interval_s * 1e9)
-        per = pd.DataFrame(
-            c[c["pid"].isin(datapath) & (c["tid"] != tid)].groupby(["tid", "cpu"], as_index=False)["ns"].sum()
+def _explain_no_move(f: Finding, choice: CpuChoice) -> None:
+    """Evidence for the CPUs a move was not proposed to (each runs a busy data-path thread)."""
+    if choice.clean or not choice.taken:
+        return
+    held = float(len(choice.taken))
+    f.evidence.append(context("CPUs held by busy data-path threads", held, "", choice.why_not_free()))
+    f.details["cpus_taken"] = {str(c): o.sentence() for c, o in sorted(choice.taken.items())}
+    if not choice.cpus:
+        f.explanation += (
+            " No move to another CPU is proposed: every other CPU runs a busy data-path thread (see the evidence), "
+            "and sharing it would trade one contention for another."
         )
-        pinned.update(int(x) for x in per[per["ns"] >= 0.05 * span_ns]["cpu"])  # ≥ 5 % of the span: a real load
-    for clean, cands in (
-        (True, [c for c in everything if c not in own | avoid | pinned]),
-        (False, [c for c in everything if c not in own | avoid]),
-        (False, [c for c in everything if c not in own]),
-    ):
-        if cands:
-            return cands[:1], clean
-    return [], False
 
 
 def _spins_by_design(path: Path) -> bool:
@@ -136,9 +120,11 @@ def saturated(rec: Recording, det: Detector) -> list[Finding]:
                     "ethtool -L eth0 combined 1",
                 )
             )
-        free, _clean = _free_cpus(rec, tid, set())
-        if free:
-            recs.append(R.affinity(tid, comm, _cpus_of(rec, tid), free, "other tasks on a shared CPU"))
+        choice = choose_cpu(rec, tid, set())
+        move = _move(rec, tid, comm, choice, "other tasks on a shared CPU")
+        if move is not None:
+            recs.append(move)
+        _explain_no_move(f, choice)
         f.recommendations = R.ranked(recs)
         out.append(f)
     return out
@@ -148,23 +134,12 @@ def _competitors(rec: Recording, tid: int) -> pd.DataFrame:
     c = rec.competitors
     if not len(c):
         return c
-    cpus = _cpus_of(rec, tid)
-    if cpus and len(cpus) < len(_all_cpus(rec)):
+    cpus = cpus_of(rec, tid)
+    if cpus and len(cpus) < len(all_cpus(rec)):
         c = c[c["cpu"].isin(cpus)]
     c = c[c["tid"] != tid]
     g = pd.DataFrame(c.groupby(["pid", "tid", "comm", "cpu"], as_index=False)["ns"].sum())
     return g.sort_values("ns", ascending=False)
-
-
-def _who(rec: Recording, pid: int, tid: int, comm: str) -> str:
-    for p in rec.topology.paths:
-        if tid in p.vcpu_tids:
-            return f"vCPU {comm} of {p.name}"
-        if pid in p.frontend_pids:
-            return f"front-end thread {comm} of {p.name}"
-        if tid in p.backend_tids:
-            return f"back-end thread {comm} of {p.name}"
-    return f"{comm} (pid {pid})"
 
 
 def contention(rec: Recording, det: Detector) -> list[Finding]:
@@ -181,7 +156,7 @@ def contention(rec: Recording, det: Detector) -> list[Finding]:
         avoid: set[int] = set()
         if len(comp):
             top = comp.iloc[0]
-            why = _who(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
+            why = describe(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
             span_ns = max(1.0, float(g["interval_s"].sum()) * 1e9)
             f.evidence.append(
                 context(
@@ -191,18 +166,12 @@ def contention(rec: Recording, det: Detector) -> list[Finding]:
             f.details["competitor"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()}
             avoid = {int(x) for x in comp["cpu"]}
         f.evidence.append(context("run-queue wait p99", float(g["runq_p99_us"].median()), "µs"))
-        recs = []
-        free, clean = _free_cpus(rec, tid, avoid)
+        choice = choose_cpu(rec, tid, avoid)
         fifo = R.sched_fifo(tid, comm, f"it no longer queues behind {why}")
-        if free and clean:
-            recs += [R.affinity(tid, comm, _cpus_of(rec, tid), free, why), fifo]
-        elif free:
-            # No free CPU: every other one runs a pinned data-path thread. Priority on its own CPU comes first.
-            move = R.affinity(tid, comm, _cpus_of(rec, tid), free, why)
-            move.risk = f"CPU {free[0]} already runs a pinned vCPU/back-end/front-end thread: they will share it"
-            recs += [fifo, move]
-        else:
-            recs.append(fifo)
+        move = _move(rec, tid, comm, choice, why)
+        # A really free CPU first; without one, priority on its own CPU first and a move to a shared CPU second.
+        recs = [fifo] if move is None else ([move, fifo] if choice.clean else [fifo, move])
+        _explain_no_move(f, choice)
         f.recommendations = R.ranked(recs)
         out.append(f)
     return out
@@ -222,7 +191,7 @@ def wakeup_latency(rec: Recording, det: Detector) -> list[Finding]:
         comp = _competitors(rec, tid)
         if len(comp):
             top = comp.iloc[0]
-            who = _who(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
+            who = describe(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
             f.evidence.append(context("ran before it", float(top["ns"]) / 1e6, "ms", f"{who} on CPU {int(top['cpu'])}"))
             f.details["competitor"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()}
         recs = [R.sched_fifo(tid, comm, "its wake-up → run latency drops to the scheduler's preemption cost")]
