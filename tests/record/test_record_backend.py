@@ -7,17 +7,17 @@ call-eventfd writes. Every process, socket and netns is the lab's, torn down by 
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.record.conftest import RecorderThread
 from vhtune.lab import dpdk
 from vhtune.lab.backends import BackendOptions, VhtuneBackend
 from vhtune.lab.names import lab_name
 from vhtune.lab.netns import Netns
-from vhtune.record import Recorder, RecordOptions, Selection, Summary, read_manifest, read_table
+from vhtune.record import Recorder, RecordOptions, Selection, read_table
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -25,27 +25,14 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 def test_pps_kicks_and_calls_match_the_backend_counters(tmp_path: Path, require_root: None) -> None:
     out = tmp_path / "rec"
     tap = lab_name("tp")
-    result: dict[str, Summary | BaseException] = {}
     with Netns() as ns:
         # suppression off: the back-end calls after every burst even though testpmd polls (so calls > 0).
         opts = BackendOptions(port="tap", tap=tap, netns=ns, cpu=1, suppression=False)
         with VhtuneBackend(opts) as be, dpdk.frontend(be.socket, mode="txonly", fwd_cpu=0) as fe:
             sel = Selection(pids=(fe.pid,), controls=(str(be.control),), taps=(tap,))
-            rec = Recorder(RecordOptions(out, sel, interval=0.5, duration=5.0, refresh_s=1.0))
-
-            def run() -> None:
-                try:
-                    result["summary"] = rec.run()
-                except BaseException as exc:  # surfaced by the assertion below
-                    result["error"] = exc
-
-            th = threading.Thread(target=run)
-            th.start()
+            th = RecorderThread(Recorder(RecordOptions(out, sel, interval=0.5, duration=5.0, refresh_s=1.0)), out)
             try:
-                deadline = time.monotonic() + 20
-                while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
-                    assert time.monotonic() < deadline and th.is_alive(), result
-                    time.sleep(0.05)
+                th.start_attached()
                 s0 = be.stats()
                 fe.start()
                 time.sleep(2.0)
@@ -53,8 +40,8 @@ def test_pps_kicks_and_calls_match_the_backend_counters(tmp_path: Path, require_
                 time.sleep(0.5)  # the back-end drains what is left on the ring
                 s1 = be.stats()
             finally:
-                th.join(timeout=30)
-    assert "summary" in result, result
+                th.join()
+    assert "summary" in th.result, th.result
     fd_rows = read_table(out, "queues")
     taps = read_table(out, "taps")
     be_pid = int(s1["raw"]["pid"]) if "pid" in s1["raw"] else None
@@ -88,26 +75,13 @@ def test_a_front_end_connecting_mid_recording_is_watched_within_a_fraction_of_a_
     periodic re-discovery far away (refresh_s=60) only the fd-table watch can pick them up, and it must do so
     before the traffic that starts 0.8 s after the connection."""
     out = tmp_path / "rec"
-    result: dict[str, Summary | BaseException] = {}
     opts = BackendOptions(port="sink", cpu=1, suppression=False)  # a call after every burst
     with VhtuneBackend(opts) as be:
         be_pid = int(be.proc.pid)
         sel = Selection(pids=(be_pid,), controls=(str(be.control),))
-        rec = Recorder(RecordOptions(out, sel, interval=0.5, duration=6.0, refresh_s=60.0))
-
-        def run() -> None:
-            try:
-                result["summary"] = rec.run()
-            except BaseException as exc:  # surfaced by the assertion below
-                result["error"] = exc
-
-        th = threading.Thread(target=run)
-        th.start()
+        th = RecorderThread(Recorder(RecordOptions(out, sel, interval=0.5, duration=6.0, refresh_s=60.0)), out)
         try:
-            deadline = time.monotonic() + 20
-            while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
-                assert time.monotonic() < deadline and th.is_alive(), result
-                time.sleep(0.05)
+            th.start_attached()
             with dpdk.frontend(be.socket, mode="txonly", fwd_cpu=0) as fe:
                 time.sleep(0.8)  # connected, rings enabled; no traffic yet
                 s0 = be.stats()
@@ -117,8 +91,8 @@ def test_a_front_end_connecting_mid_recording_is_watched_within_a_fraction_of_a_
                 time.sleep(0.3)
                 s1 = be.stats()
         finally:
-            th.join(timeout=30)
-    assert "summary" in result, result
+            th.join()
+    assert "summary" in th.result, th.result
     fd_rows = read_table(out, "queues")
     calls = s1["calls"] - s0["calls"]
     got = int(fd_rows[(fd_rows["pid"] == be_pid) & (fd_rows["role"] == "call")]["writes"].sum())

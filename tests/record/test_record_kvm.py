@@ -4,16 +4,16 @@ GSI 6) driving vhtune's back-end. Each packet is one guest kick and one back-end
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.record.conftest import RecorderThread
 from vhtune.lab.backends import BackendOptions, VhtuneBackend
 from vhtune.lab.kvm_front import KvmIrqfdFrontend
 from vhtune.lab.kvm_guest import GuestLayout
-from vhtune.record import Recorder, RecordOptions, Selection, Summary, read_manifest, read_table
+from vhtune.record import Recorder, RecordOptions, Selection, read_manifest, read_table
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 N = 20000
@@ -21,26 +21,13 @@ N = 20000
 
 def test_injections_calls_and_vcpu_wakeups_match_the_kvm_front_end(tmp_path: Path, require_root: None) -> None:
     out = tmp_path / "rec"
-    result: dict[str, Summary | BaseException] = {}
     with VhtuneBackend(BackendOptions(port="sink", cpu=1)) as be:
         # This process holds the VM (its vCPU thread, ioeventfd and irqfd); the back-end is watched through
         # its control socket (worker tids, kick/call fds per queue).
         sel = Selection(pids=(os.getpid(),), controls=(str(be.control),))
-        rec = Recorder(RecordOptions(out, sel, interval=0.25, duration=12.0, refresh_s=0.5))
-
-        def run() -> None:
-            try:
-                result["summary"] = rec.run()
-            except BaseException as exc:
-                result["error"] = exc
-
-        th = threading.Thread(target=run)
-        th.start()
+        th = RecorderThread(Recorder(RecordOptions(out, sel, interval=0.25, duration=12.0, refresh_s=0.5)), out)
         try:
-            deadline = time.monotonic() + 20
-            while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
-                assert time.monotonic() < deadline and th.is_alive(), result
-                time.sleep(0.05)
+            th.start_attached()
             s0 = be.stats()
             # The front-end connects and starts at once: the back-end reports the rings' fds on its control
             # socket from then on, and the recorder starts watching them at its next refresh (0.5 s).
@@ -50,8 +37,8 @@ def test_injections_calls_and_vcpu_wakeups_match_the_kvm_front_end(tmp_path: Pat
             time.sleep(0.2)
             s1 = be.stats()
         finally:
-            th.join(timeout=30)
-    assert "summary" in result, result
+            th.join()
+    assert "summary" in th.result, th.result
     # All N unless the shared machine is so busy that the front-end's watchdog ends the run early.
     assert res.used_idx > N // 10
     calls = s1["calls"] - s0["calls"]
