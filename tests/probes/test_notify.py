@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from vhtune.probes import FdTarget, ProbeMaps, TargetSet
+from vhtune.probes.maps import Deltas
 from vhtune.record.select import proc_eventfds
 
 pytestmark = pytest.mark.root
@@ -60,31 +62,47 @@ def test_eventfd_writes_and_reads_are_counted_exactly(maps: ProbeMaps) -> None:
     assert len(d.fds) == 2  # the pipe was not watched
 
 
+def _count_child(
+    maps: ProbeMaps, code: str, watch: Callable[[int, list[int]], TargetSet]
+) -> tuple[int, list[int], Deltas]:
+    """Run ``code`` (prints its fd numbers, waits for a line, then works and exits), watch what ``watch(pid,
+    fds)`` names, and return (pid, fds, the deltas of its work)."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        fds = [int(x) for x in proc.stdout.readline().split()]
+        maps.apply(watch(proc.pid, fds))
+        maps.read()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        proc.wait(timeout=10)
+        return proc.pid, fds, maps.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def _fds(*targets: FdTarget) -> TargetSet:
+    ts = TargetSet()
+    for t in targets:
+        ts.add_fd(t)
+    return ts
+
+
 def test_same_fd_number_in_another_process_is_not_counted(maps: ProbeMaps) -> None:
     code = (
         "import os, sys\nfd = os.eventfd(0)\nprint(fd, flush=True)\nsys.stdin.readline()\n"
         "for _ in range(300): os.eventfd_write(fd, 1)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        fd = int(proc.stdout.readline())
-        ghost = proc.pid + 1_000_000  # above pid_max: no such process
-        ts = TargetSet()
-        ts.add_fd(FdTarget(proc.pid, fd, "call", 0))
-        ts.add_fd(FdTarget(ghost, fd, "call", 0))
-        maps.apply(ts)
-        maps.read()
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        proc.wait(timeout=10)
-        d = maps.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-    assert d.fds[(proc.pid, fd)]["writes"] == 300
-    assert d.fds[(ghost, fd)]["writes"] == 0
+
+    def watch(pid: int, fds: list[int]) -> TargetSet:
+        ghost = pid + 1_000_000  # above pid_max: no such process
+        return _fds(FdTarget(pid, fds[0], "call", 0), FdTarget(ghost, fds[0], "call", 0))
+
+    pid, (fd,), d = _count_child(maps, code, watch)
+    assert d.fds[(pid, fd)]["writes"] == 300
+    assert d.fds[(pid + 1_000_000, fd)]["writes"] == 0
 
 
 def test_targets_beyond_the_map_sizes_are_skipped_and_said(maps: ProbeMaps) -> None:
@@ -121,29 +139,17 @@ for _ in range(600): os.eventfd_write(high, 1)
 def test_fds_the_direct_table_cannot_hold_are_counted_through_the_hash(maps: ProbeMaps, layout: str) -> None:
     """fd ≥ 1024, a process that got no fd_direct row, a tgid sharing its filter entry with another watched
     tgid: each takes the notify_fds hash path and is still counted exactly."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HIGH_FD_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        low, high = (int(x) for x in proc.stdout.readline().split())
+
+    def watch(pid: int, fds: list[int]) -> TargetSet:
+        low, high = fds
         assert high == 1500
-        ts = TargetSet()
-        ts.add_fd(FdTarget(proc.pid, low, "call", 0))
-        ts.add_fd(FdTarget(proc.pid, high, "kick", 1))
+        ts = _fds(FdTarget(pid, low, "call", 0), FdTarget(pid, high, "kick", 1))
         if layout == "no-free-row":
             maps._free_rows.clear()  # as if 64 other processes held every row
         if layout == "shared-filter-entry":
-            ts.add_fd(FdTarget(proc.pid + 65536 * 200, 5, "call", 0))  # same low 16 bits, above pid_max
-        maps.apply(ts)
-        maps.read()
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        proc.wait(timeout=10)
-        d = maps.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-    assert d.fds[(proc.pid, low)]["writes"] == 400
-    assert d.fds[(proc.pid, high)]["writes"] == 600
+            ts.add_fd(FdTarget(pid + 65536 * 200, 5, "call", 0))  # same low 16 bits, above pid_max
+        return ts
+
+    pid, (low, high), d = _count_child(maps, HIGH_FD_CHILD, watch)
+    assert d.fds[(pid, low)]["writes"] == 400
+    assert d.fds[(pid, high)]["writes"] == 600
