@@ -467,7 +467,9 @@ class QueuePath:
         if not room and self.tun.rx_refill == "wait":
             return 0
         frames: list[bytes] = []
-        for _ in range(burst if room else 1):
+        # Never read more frames than the ring has free heads for (each frame takes at least one): what is not
+        # read stays in tun's queue instead of being read only to be dropped as no_rx_buffer.
+        for _ in range(min(burst, room) if room else 1):
             try:
                 b = os.read(fd, net.MAX_CHAIN_BYTES)
             except OSError as e:
