@@ -2,6 +2,8 @@
 
 Ranking: a finding explained by another on the same data path (the table's ``supersedes``) becomes a
 consequence (severity info, ranked last); the rest sort by severity, then the detector's priority, then score.
+A finding whose own evidence is its cause (``self_explained``: a tap queue too short for any reader) stays a
+root finding whatever else the path shows.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def rank(findings: list[Finding]) -> list[Finding]:
 
     for f in findings:
         for g in findings:
-            if g is f or not f.path or g.path != f.path or g.consequence_of:
+            if g is f or not f.path or g.path != f.path or g.consequence_of or f.self_explained:
                 continue
             if f.id in BY_ID[g.id].supersedes and f.id not in BY_ID[f.id].supersedes:
                 f.consequence_of = g.id

@@ -85,6 +85,7 @@ class Finding:
     score: float = 0.0
     consequence_of: str | None = None  # id of a finding on the same path that explains this one
     details: dict[str, Any] = field(default_factory=dict)
+    self_explained: bool = False  # its own evidence is the cause: never demoted to a consequence
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

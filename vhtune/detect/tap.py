@@ -65,6 +65,9 @@ def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
             span=(ev.first, ev.last),
             score=score(sev, conf, ev),
             details={"ifname": name, "txqueuelen": qlen},
+            # tun's ring holds txqueuelen frames: a short one overflows on any burst longer than it, however
+            # promptly the reader runs, so a reader waiting for its CPU does not explain these drops away.
+            self_explained=qlen is not None and qlen < ADEQUATE_TXQUEUELEN,
         )
         if qlen is not None:
             f.evidence.append(context("txqueuelen", float(qlen), "packets", "tun's ring holds txqueuelen skbs"))
