@@ -34,6 +34,7 @@ def test_lab_list_json() -> None:
         "dpdk-sink",
         "dpdk-gen",
         "dpdk-echo",
+        "tap-rx",
         "kvm-irqfd",
     }
     assert "cpu-hog" in data["faults"]

@@ -1,7 +1,8 @@
 """The closed loop on real lab faults: baseline recording → analysis → the top runtime recommendation applied
 → a second recording → kept only when the finding's own metric improved by ≥ 25 % (and throughput held);
 a harmful change is rolled back by itself. Each run is a real DPDK virtio-user front-end against vhtune's
-back-end, recorded with the real probes."""
+back-end, recorded with the real probes; tiny-txqueuelen runs on tap-rx (bursty UDP in a netns → the
+back-end's tap → DPDK rxonly), where the tap's queue is what overflows."""
 
 from __future__ import annotations
 
@@ -13,25 +14,27 @@ from pathlib import Path
 
 import pytest
 
+from vhtune import api
 from vhtune.tune.auto import AutoOptions, run_auto
 from vhtune.tune.live import live_scenario
 
 pytestmark = [pytest.mark.usefixtures("require_root"), pytest.mark.slow]
 
 CASES = [
-    # fault, finding the loop must act on, knob it must have kept
-    ("burst1", "small-batches", "backend-tunable"),
-    ("cpu-hog", "backend-cpu-contention", ("thread-sched", "thread-affinity")),
-    ("same-cpu", "backend-cpu-contention", ("thread-affinity", "thread-sched")),
+    # scenario, fault, finding the loop must act on, knob it must have kept
+    ("dpdk-sink", "burst1", "small-batches", "backend-tunable"),
+    ("dpdk-sink", "cpu-hog", "backend-cpu-contention", ("thread-sched", "thread-affinity")),
+    ("dpdk-sink", "same-cpu", "backend-cpu-contention", ("thread-affinity", "thread-sched")),
+    ("tap-rx", "tiny-txqueuelen", "tap-drops", "tap-txqueuelen"),
 ]
 
 
-@pytest.mark.parametrize(("fault", "finding", "knob"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("scenario", "fault", "finding", "knob"), CASES, ids=[c[1] for c in CASES])
 def test_fix_is_kept_when_it_helps(
-    fault: str, finding: str, knob: str | tuple[str, ...], tmp_path: Path, state_root: Path
+    scenario: str, fault: str, finding: str, knob: str | tuple[str, ...], tmp_path: Path, state_root: Path
 ) -> None:
     opts = AutoOptions(out=tmp_path / "auto", window_s=4.0, only=(finding,), max_tries=2)
-    with live_scenario("dpdk-sink", [fault], "vhtune", duration_s=150) as live:
+    with live_scenario(scenario, [fault], "vhtune", duration_s=150) as live:
         opts.backend_pids = live.backend_pids
         res = run_auto(opts)
     assert res.attempts, res.reason
@@ -45,7 +48,15 @@ def test_fix_is_kept_when_it_helps(
     summary = json.loads((tmp_path / "auto" / "auto.json").read_text())
     assert summary["decision"] == "kept" and len(summary["attempts"]) == len(res.attempts)
     assert (tmp_path / "auto" / "before.html").exists() and Path(kept.report).exists()
-    assert live.summary.get("scenario") == "dpdk-sink"  # the scenario ended cleanly once the loop was done
+    assert live.summary.get("scenario") == scenario  # the scenario ended cleanly once the loop was done
+    if fault == "tiny-txqueuelen":
+        # 4 → 1000 in the scenario's own netns, still in place when the scenario ended; drops/s fell to ~0.
+        link = live.summary["tap_link"]
+        assert kept.change["value"] == 1000 and link["txqueuelen"] == {"start": 4, "end": 1000}
+        assert f"netns={link['netns']}" in kept.change["target"]
+        # The baseline was recorded once the fault was applied (its discovery saw txqueuelen 4, not 1000).
+        assert api.load(Path(res.baseline)).topology.taps[link["name"]]["txqueuelen"] == 4
+        assert kept.pps_before is not None and kept.pps_after is not None and kept.pps_after > kept.pps_before, kept
 
 
 def test_harmful_change_is_rolled_back(tmp_path: Path) -> None:

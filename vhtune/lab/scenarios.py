@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from vhtune.lab.guestinit import Workload
 from vhtune.lab.image import ensure_image
 from vhtune.lab.names import lab_name, run_dir
 from vhtune.lab.netns import Netns
-from vhtune.lab.proc import wait_for
+from vhtune.lab.proc import LabProcess, wait_for
 from vhtune.lab.qemu import GuestConfig, QemuGuest
 from vhtune.lab.record_hook import RecordHook
 
@@ -48,6 +49,9 @@ class RunOptions:
     reverse: bool = False  # guest-iperf3: netns sends, guest receives
     # Set by a caller that drives the data path itself (`vhtune tune auto`) to end the traffic phase early.
     stop: threading.Event = field(default_factory=threading.Event)
+    # Set by the scenario once its faults are applied and its traffic is started: what such a caller waits for
+    # before it records (a front-end connecting comes earlier, before e.g. a tap's txqueuelen is shrunk).
+    started: threading.Event = field(default_factory=threading.Event)
 
     def validate(self) -> None:
         if not 1 <= self.duration <= 300:
@@ -122,6 +126,7 @@ def _run_guest(
     rec = RecordHook(opts.record)
     stack.callback(rec.stop)
     rec.start([guest.pid, _backend_pid(be)], opts.duration + BOOT_ALLOWANCE_S)
+    opts.started.set()
     res = guest.wait(timeout=opts.duration + 90)
     be_stats = be.finish()
     summary_extra: dict[str, Any] = {"guest_ready_s": res.ready_s, "guest_wall_s": round(res.wall_s, 2)}
@@ -275,6 +280,7 @@ def _dpdk(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack, port:
     t0 = time.monotonic()
     # echo ↔ macswap is a closed loop: seed it with a few bursts, then every packet circulates.
     fe.start(tx_first=4 if fe_mode == "macswap" else 0)
+    opts.started.set()
     opts.stop.wait(opts.duration / 2)
     faults.midpoint(ctx)
     mid = be.stats()
@@ -328,6 +334,141 @@ def dpdk_echo(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -
     return _dpdk(opts, faults, stack, "echo", "macswap")
 
 
+# --- tap → back-end → DPDK front-end ----------------------------------------------------------------------
+# The sender addresses a static neighbour on the tap's subnet, so each datagram is routed out of the tap and
+# nothing leaves the namespace. Its MAC is arbitrary: the back-end's tap port hands every frame it reads to
+# the RX ring, and virtio-user rxonly counts whatever arrives (no MAC filter without a control queue).
+TAP_RX_PEER = "10.91.0.2"
+TAP_RX_PEER_MAC = "02:00:00:00:91:02"
+# 200 frames back to back overflow a 4-slot tun ring long before a burst-1 reader has drained them (it reads
+# ≈ 25 of them meanwhile), yet fit in the default 1000 with room for four more bursts; with 20 ms between bursts
+# the average (≈ 9.5 kpps) is a fifth of what that reader drains here (≈ 47 kpps), so a reader sharing its CPU
+# with other work still keeps up.
+TAP_RX_BURST = 200
+TAP_RX_PAUSE_MS = 20.0
+TAP_RX_DRAIN_S = 0.5  # after the sender stops: the reader empties the tap and the front-end the ring
+
+
+def _tap_rx_setup(
+    opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack
+) -> tuple[Netns, str, LabBackend, Placement]:
+    ns = stack.enter_context(Netns())
+    # No IPv6 in the netns: no router solicitations or DAD frames, so the tap carries only the sender's
+    # datagrams and its counters compare exactly with the sender's and the back-end's.
+    ns.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+    tap = lab_name("tp")
+    place = Placement()
+    bopts = BackendOptions(port="tap", tap=tap, netns=ns, cpu=place.backend_cpu, queues=opts.queues)
+    faults.plan(bopts, place, opts.backend)
+    be = make_backend(opts.backend, bopts)
+    stack.enter_context(be)
+    wait_for(lambda: ns.has_link(tap), 10.0, f"the back-end's tap {tap}")
+    ns.addr(tap, HOST_CIDR)
+    ns.ip("neigh", "replace", TAP_RX_PEER, "lladdr", TAP_RX_PEER_MAC, "dev", tap, "nud", "permanent")
+    return ns, tap, be, place
+
+
+def _tap_rx_sender(opts: RunOptions, ns: Netns, tap: str, cpu: int, stack: contextlib.ExitStack) -> LabProcess:
+    """The bursty sender, pinned to the front-end's CPU: on the back-end's CPU it would make the reader wait
+    for its CPU (back-end contention) instead of showing a queue that is too short."""
+    pause_ms = 1000.0 * TAP_RX_BURST / opts.rate if opts.rate else TAP_RX_PAUSE_MS
+    seconds = opts.duration + 10  # bounded even if the scenario never stops it
+    limit = opts.count or int(TAP_RX_BURST * (seconds * 1000.0 / pause_ms + 1))
+    log = run_dir() / f"{lab_name('u')}-udpburst.log"
+    stack.callback(lambda: log.unlink(missing_ok=True))
+    argv = ["taskset", "-c", str(cpu), sys.executable, "-m", "vhtune.lab.udpburst", tap, TAP_RX_PEER]
+    argv += [str(opts.size), str(TAP_RX_BURST), f"{pause_ms:g}", f"{seconds:g}", str(limit)]
+    sender = ns.spawn(argv, log=log, name="udpburst")
+    stack.callback(sender.stop)
+    return sender
+
+
+def _sender_result(sender: LabProcess) -> dict[str, Any]:
+    sender.stop(timeout=5.0)  # SIGTERM: it finishes its burst and prints its counts
+    for line in reversed(sender.output().splitlines()):
+        with contextlib.suppress(json.JSONDecodeError):
+            return dict(json.loads(line))
+    return {"sent": 0, "errors": 0, "bursts": 0, "output": sender.tail()}
+
+
+def _txqueuelen(ns: Netns, tap: str) -> int:
+    """The tap's txqueuelen: for tun also the size of the ptr_ring its frames wait in for the reader."""
+    return int(json.loads(ns.ip("-j", "link", "show", "dev", tap).stdout)[0]["txqlen"])
+
+
+def _delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: b[k] - a[k] for k in b}
+
+
+def tap_rx(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Bursty UDP from the netns → tap → back-end (tap port) → DPDK virtio-user rxonly. Honours ``opts.stop``."""
+    ns, tap, be, place = _tap_rx_setup(opts, faults, stack)
+    fe = dpdk.frontend(be.socket, mode="rxonly", fwd_cpu=place.frontend_cpu, queues=opts.queues)
+    stack.enter_context(fe)
+    ctx = FaultContext(opts.duration, ns, tap, place.backend_cpu)
+    time.sleep(0.3)  # let the rings start (SET_VRING_KICK / ENABLE) before counting
+    fe.start()
+    faults.start(ctx)
+    rec = RecordHook(opts.record)
+    stack.callback(rec.stop)
+    rec.start([fe.pid, _backend_pid(be)], opts.duration)
+    tap0, be0, qlen0 = ns.link_stats(tap), be.stats(), _txqueuelen(ns, tap)
+    t0 = time.monotonic()
+    sender = _tap_rx_sender(opts, ns, tap, place.frontend_cpu, stack)
+    opts.started.set()
+    opts.stop.wait(opts.duration / 2)
+    faults.midpoint(ctx)
+    opts.stop.wait(opts.duration / 2)
+    secs = time.monotonic() - t0
+    sent = _sender_result(sender)
+    time.sleep(TAP_RX_DRAIN_S)
+    tap1 = ns.link_stats(tap)
+    fwd = fe.stop()
+    after = be.finish()
+    # txqueuelen at the end differs from the start when something (`vhtune tune auto`) changed it meanwhile.
+    link = {"name": tap, "netns": ns.name, "txqueuelen": {"start": qlen0, "end": _txqueuelen(ns, tap)}}
+    out: dict[str, Any] = {"sender": sent, "tap": tap1, "tap_link": link}
+    if (r := rec.stop()) is not None:
+        out["recording"] = r
+    return {**_tap_rx_summary(opts, fwd, _delta(tap0, tap1), be0, after, secs, sent), **out}
+
+
+def _tap_rx_summary(
+    opts: RunOptions,
+    fwd: list[dpdk.ForwardStats],
+    tap: dict[str, int],
+    be0: dict[str, Any],
+    after: dict[str, Any],
+    secs: float,
+    sent: dict[str, Any],
+) -> dict[str, Any]:
+    got = dpdk.total(fwd, "rx_packets")
+    to_guest = after["to_guest_packets"] - be0["to_guest_packets"]
+    be_drops = {k: int(v) - int(be0["drops"].get(k, 0)) for k, v in after["drops"].items()}
+    offered = tap["tx_packets"] + tap["tx_dropped"]
+    return {
+        "throughput": {
+            "pps": _rate(got, secs),
+            "mbps": round(_rate(got * opts.size * 8, secs) / 1e6, 2),
+            "offered_pps": _rate(offered, secs),
+        },
+        "drops": {"tap_tx_dropped": tap["tx_dropped"], **be_drops},
+        "frontend": {"mode": "rxonly", "forward": [f.__dict__ for f in fwd]},
+        "tap_delta": tap,
+        "notifications": notifications(after),
+        "backend_stats": _strip(after),
+        "seconds": round(secs, 3),
+        "checks": {
+            "traffic": got > 0,
+            # Every datagram routed out of the tap was read from tun's ring (tx_packets) or dropped there.
+            "tap_accounts_for_sender": offered == int(sent.get("sent", -1)),
+            # What the back-end read from the tap reached the guest's RX ring or is one of its counted drops.
+            "backend_delivered_what_it_read": to_guest + sum(be_drops.values()) == tap["tx_packets"],
+            "frontend_got_what_backend_delivered": got == to_guest,
+        },
+    }
+
+
 def kvm_irqfd(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
     """N packets, each one guest doorbell (ioeventfd kick) and one back-end call (irqfd → KVM interrupt)."""
     from vhtune.lab.kvm_front import KvmIrqfdFrontend
@@ -345,6 +486,7 @@ def kvm_irqfd(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -
     stack.callback(rec.stop)
     rec.start([os.getpid(), _backend_pid(be)], opts.duration)
     before = be.stats()
+    opts.started.set()
     with KvmTrace(fe.lay.irq, fe.lay.doorbell_port, os.getpid(), max_seconds=opts.duration + 30) as trace:
         res = fe.run(timeout=opts.duration)
     time.sleep(0.1)  # the back-end's counters trail its last call by a moment
@@ -385,6 +527,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("dpdk-sink", "DPDK virtio-user txonly → back-end sink", "dpdk", dpdk_sink),
         Scenario("dpdk-gen", "back-end gen → DPDK virtio-user rxonly", "dpdk", dpdk_gen),
         Scenario("dpdk-echo", "DPDK virtio-user macswap ↔ back-end echo, a closed loop", "dpdk", dpdk_echo),
+        Scenario("tap-rx", "bursty UDP in the netns → tap → back-end → DPDK virtio-user rxonly", "dpdk", tap_rx),
         Scenario(
             "kvm-irqfd",
             "tiny KVM VM: guest doorbells are ioeventfd kicks, back-end calls are irqfd interrupts",

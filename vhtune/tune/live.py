@@ -56,7 +56,7 @@ def live_scenario(name: str | None, faults: list[str], backend: str, duration_s:
 
     th = threading.Thread(target=body, name=f"lab-{name}", daemon=True)
     th.start()
-    live.backend_pids = _wait_ready(th, errors)
+    live.backend_pids = _wait_ready(th, errors, opts.started)
     try:
         yield live
     finally:
@@ -66,12 +66,16 @@ def live_scenario(name: str | None, faults: list[str], backend: str, duration_s:
         raise LabError(f"lab scenario {name} failed: {errors[0].message}")
 
 
-def _wait_ready(th: threading.Thread, errors: list[VhtuneError]) -> tuple[int, ...]:
-    """Until discovery sees the scenario's back-end serving a front-end, then one more second of traffic."""
+def _wait_ready(th: threading.Thread, errors: list[VhtuneError], started: threading.Event) -> tuple[int, ...]:
+    """Until the scenario says its faults and traffic run and discovery sees its back-end serving a front-end,
+    then one more second of traffic. A baseline recorded before a fault applied at start (tap-rx's txqueuelen 4)
+    would see the healthy path: its discovery snapshot would carry the old txqueuelen."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if errors or not th.is_alive():
             raise LabError(f"lab scenario ended before it served traffic: {errors[0].message if errors else ''}")
+        if not started.wait(0.2):
+            continue
         snap = discover(guest_memory_numa=False)
         own = tuple(b.pid for b in snap.backends if b.frontend_pids and _own(b.pid))
         if own:
