@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from vhtune import api
-from vhtune.lab import scenarios
+from vhtune.lab import scenario_taprx, scenarios
 
 pytestmark = [pytest.mark.slow]
 
@@ -35,7 +35,7 @@ def _run(*faults: str, backend: str = "vhtune", duration: float = 3, record: Pat
 def test_healthy_tap_queue_drops_nothing(backend: str, no_leftovers: None) -> None:
     s = _run(backend=backend)
     sent = s["sender"]["sent"]
-    assert sent >= 10 * scenarios.TAP_RX_BURST, s["sender"]  # ≈ 9.5 kpps for 3 s
+    assert sent >= 10 * scenario_taprx.TAP_RX_BURST, s["sender"]  # ≈ 9.5 kpps for 3 s
     assert s["drops"]["tap_tx_dropped"] == 0
     assert s["tap_delta"]["tx_packets"] == sent  # the reader took every datagram off tun's ring
     assert s["tap_link"]["txqueuelen"] == {"start": 1000, "end": 1000}
