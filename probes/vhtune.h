@@ -49,6 +49,8 @@
                                  * free): ask the hash map */
 #define VHT_TAP_DIR_BITS 10 /* tap_dir has 2^10 entries for at most VHT_MAX_TAPS names */
 #define VHT_TAP_DIR (1u << VHT_TAP_DIR_BITS)
+#define VHT_DEV_CACHE_BITS 10 /* dev_cache: 2^10 net_device addresses (counters variant) */
+#define VHT_DEV_CACHE (1u << VHT_DEV_CACHE_BITS)
 #define VHT_TAP_VALID 1u    /* tap_dir entry holds one tap name */
 #define VHT_TAP_SHARED 2u   /* two watched names hash to this entry: look the name up in `taps` */
 /* The tap_dir index: a multiplicative hash of the NUL-padded name read as two little-endian u64 words;
@@ -144,6 +146,16 @@ struct vht_tap_stats { /* per-CPU array, indexed by tap slot; cumulative */
 /* A direct-mapped cache entry (array index from the skb address): self-validating through `skb`, written
  * without locks or allocation (an LRU hash update costs ~0.15 µs per packet here). A newer skb landing in
  * the same entry evicts an older one still in flight; that is counted as VHT_LOST_SKB. */
+/* dev_cache entry (counters variant): a net_device address seen at kfree_skb, its ifindex and watched-tap
+ * slot (VHT_NOSLOT: not watched), valid while gen equals tap_gen. */
+struct vht_dev_ent {
+    u64 dev;
+    u32 gen;
+    s32 ifindex;
+    u32 slot;
+    u32 pad;
+};
+
 struct vht_skb_owner {
     u64 skb;
     u32 slot;

@@ -74,19 +74,21 @@ COMPETITORS = register(
 TAPS = register(
     TableSchema(
         "taps",
-        "per target tap and interval (kernel's view: rx = its user wrote frames in, tx = sent to its user)",
+        "per target tap and interval (kernel's view: rx = its user wrote frames in, tx = sent to its user). "
+        "Sources by the manifest's probes.variants.net: 'counters' = the tap's own counters (/proc/net/dev in its "
+        "netns) and drops from a raw tracepoint on kfree_skb; 'tracepoints' = net tracepoints on every packet",
         (
             TS,
             INTERVAL,
-            Column("ifname", "string", "tap name (the tracepoints' key)"),
+            Column("ifname", "string", "tap name (the probes' key)"),
             Column("netns", "string", "network namespace at discovery"),
-            Column("rx_packets", "int64", "netif_receive_skb on the tap"),
-            Column("rx_bytes", "int64", "bytes of those", "B"),
-            Column("tx_packets", "int64", "net_dev_xmit rc=0 on the tap (includes ring-full drops after it)"),
+            Column("rx_packets", "int64", "frames its user wrote in (counters: rx packets; else netif_receive_skb)"),
+            Column("rx_bytes", "int64", "bytes of those (tracepoints: without the 14-byte Ethernet header)", "B"),
+            Column("tx_packets", "int64", "counters: frames its user read; tracepoints: net_dev_xmit rc=0"),
             Column("tx_bytes", "int64", "bytes of those", "B"),
-            Column("tx_errors", "int64", "net_dev_xmit rc!=0"),
-            Column("tx_queued", "int64", "net_dev_queue on the tap"),
-            Column("drops", "int64", "kfree_skb of skbs last seen on this tap (both directions)"),
+            Column("tx_errors", "int64", "counters: tx errors; tracepoints: net_dev_xmit rc!=0"),
+            Column("tx_queued", "int64", "frames handed to the tap (counters: tx_packets + tx_dropped; net_dev_queue)"),
+            Column("drops", "int64", "kfree_skb of this tap's skbs (both directions)"),
             Column("rx_pps", "float64", "rx_packets / interval", "1/s"),
             Column("tx_pps", "float64", "tx_packets / interval", "1/s"),
         ),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -129,15 +128,6 @@ def test_kfree_skb_reason_index(real: Btf) -> None:
     args = real.tracepoint_args("kfree_skb")
     assert args[0] == "struct sk_buff *"
     assert "enum skb_drop_reason" in args  # ctx->args[args.index(...)] in a raw_tp program
-
-
-def test_real_parse_is_fast() -> None:
-    t = time.perf_counter()
-    b = btf.load()
-    for s, m in MEMBERS:
-        b.member_offset(s, m)
-    b.tracepoint_args("kfree_skb")
-    assert time.perf_counter() - t < 0.3  # measured ~0.05 s on the 5.5 MB blob of the CI VM
 
 
 # ---- synthetic blob ----

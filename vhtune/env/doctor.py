@@ -70,6 +70,19 @@ def _tool(name: str, pkg: str) -> Check:
     return Check(name, OK, path) if path else Check(name, MISSING, "not on PATH", f"apt-get install {pkg}")
 
 
+def _net_variant() -> Check:
+    """Whether `vhtune record` can run the net counters variant (no program per packet, BTF offsets)."""
+    from vhtune.errors import CapabilityError
+    from vhtune.probes.net_variant import counters_offsets
+
+    try:
+        off = counters_offsets()
+    except CapabilityError as exc:
+        return Check("net-variant", WARN, f"tracepoints (per packet): {exc.message}", exc.hint or "")
+    detail = ", ".join(f"{k.removeprefix('VHT_').lower()}={v}" for k, v in off.items())
+    return Check("net-variant", OK, f"counters + raw tracepoint kfree_skb ({detail})")
+
+
 def run_doctor() -> DoctorReport:
     start = time.monotonic()
     kernel = os.uname().release
@@ -84,6 +97,7 @@ def run_doctor() -> DoctorReport:
         if btf.exists()
         else Check("btf", MISSING, "no /sys/kernel/btf/vmlinux", "kernel needs CONFIG_DEBUG_INFO_BTF")
     )
+    add(_net_variant())
     troot = tracefs_root()
     add(Check("tracefs", OK, str(troot)) if troot else Check("tracefs", MISSING, "not mounted", MOUNT_HINT))
     hdr = headers_info(kernel)

@@ -24,7 +24,7 @@ MAX_MSG = 1 << 20
 def _serve(sock: socket.socket) -> dict[str, Any]:
     from vhtune.errors import VhtuneError
     from vhtune.probes.layouts import check_layouts
-    from vhtune.probes.loader import FAMILIES, ProbeConfig, compile_module, possible_cpus
+    from vhtune.probes.loader import ProbeConfig, compile_module, possible_cpus
 
     req = json.loads(sock.recv(MAX_MSG))
     cfg = ProbeConfig(
@@ -37,7 +37,7 @@ def _serve(sock: socket.socket) -> dict[str, Any]:
     families: list[str] = req["families"]
     try:
         bpf = compile_module(families, kprobes=False, config=cfg, ncpus=possible_cpus())
-        names = [m for f in families for m in FAMILIES[f][2]] + ["lost"]
+        names = [m for f in families for m in cfg.family(f)[2]] + ["lost"]
         check_layouts(bpf, names)
     except VhtuneError as exc:
         return {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}

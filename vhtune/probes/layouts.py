@@ -114,6 +114,16 @@ class TapEnt(ct.Structure):
     _fields_ = [("n0", ct.c_uint64), ("n1", ct.c_uint64), ("slot", ct.c_uint32), ("flags", ct.c_uint32)]
 
 
+class DevEnt(ct.Structure):
+    _fields_ = [
+        ("dev", ct.c_uint64),
+        ("gen", ct.c_uint32),
+        ("ifindex", ct.c_int32),
+        ("slot", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
 class IdEnt(ct.Structure):
     _fields_ = [("id", ct.c_uint32), ("val", ct.c_uint32)]
 
@@ -174,6 +184,8 @@ MAPS: dict[str, tuple[Any, Any]] = {
     "fd_direct": (ct.c_uint32, ct.c_uint32),
     "pending": (ct.c_uint32, Pending),
     "tap_dir": (ct.c_uint32, TapEnt),
+    "tap_gen": (ct.c_uint32, ct.c_uint32),
+    "dev_cache": (ct.c_uint32, DevEnt),
     "notify_stats": (ct.c_uint32, NotifyStats),
     "irqs": (IrqKey, ct.c_uint64),
     "wakes": (ct.c_uint32, WakeVal),

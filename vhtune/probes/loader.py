@@ -9,6 +9,7 @@ exist and the vhost functions are in kallsyms; any failure falls back to the tra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 import time
@@ -46,6 +47,9 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         ("irqs", "wakes"),
     ),
 }
+# The net family's counters variant: packets and bytes from the taps' own counters (vhtune/probes/netdev.py),
+# drops from a raw tracepoint on kfree_skb ("raw:" entries name raw tracepoints by their tracefs event).
+NET_COUNTERS = ("net_counters.bpf.c", ("raw:skb/kfree_skb",), ("taps", "tap_dir", "tap_gen", "dev_cache", "drops"))
 # Families attached only while they have targets (kvm events are rare and carry no target key).
 LAZY_FAMILIES = ("sched", "net", "notify")
 # kprobe targets of the optional vhost variant: BPF function → kernel symbols to try, in order.
@@ -84,6 +88,12 @@ class ProbeConfig:
     # Compile in a short-lived child and keep only fds here (no LLVM in the agent: ~125 MB less RSS).
     # The kprobe variant needs bcc's attach code, so it compiles in-process.
     compile_in_child: bool = True
+    net_variant: str = "auto"  # "counters" (needs BTF), "tracepoints", or "auto": counters where possible
+    net_offsets: dict[str, int] = field(default_factory=dict)  # set by load() when the counters variant runs
+
+    def family(self, name: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        """(source file, tracepoints, maps) of a family as this configuration compiles it."""
+        return NET_COUNTERS if name == "net" and self.net_offsets else FAMILIES[name]
 
     def cflags(self, ncpus: int, kprobes: bool) -> list[str]:
         flags = [
@@ -92,6 +102,7 @@ class ProbeConfig:
             f"-DVHT_MAX_TAPS={self.max_taps}",
             f"-DVHT_MAX_FDS={self.max_fds}",
             f"-DVHT_MAX_CPUS={ncpus}",
+            *(f"-D{k}={v}" for k, v in sorted(self.net_offsets.items())),
             *self.extra_cflags,
         ]
         if kprobes:
@@ -122,10 +133,17 @@ class Probes:
         an idle net tracepoint every packet."""
         if not self.has(family) or (family in self.active) == on:
             return
-        for tp in FAMILIES[family][1]:
-            name = tp.replace("/", ":").encode()
-            fn = ("tracepoint__" + tp.replace("/", "__")).encode()
+        for tp in self.config.family(family)[1]:
             try:
+                if tp.startswith("raw:"):
+                    raw = tp.split("/")[-1].encode()
+                    if on:
+                        self.bpf.attach_raw_tracepoint(tp=raw, fn_name=b"raw_tracepoint__" + raw)
+                    else:
+                        self.bpf.detach_raw_tracepoint(tp=raw)
+                    continue
+                name = tp.replace("/", ":").encode()
+                fn = ("tracepoint__" + tp.replace("/", "__")).encode()
                 if on:
                     self.bpf.attach_tracepoint(tp=name, fn_name=fn)
                 else:
@@ -218,11 +236,12 @@ def _errors_only(text: str) -> str:
     return "; ".join(lines[:3]) or (text.strip().splitlines() or ["no compiler output"])[-1]
 
 
-def source(families: list[str], kprobes: bool) -> str:
+def source(families: list[str], kprobes: bool, config: ProbeConfig | None = None) -> str:
     """The module text: the prologue then each selected family file (bcc builds tracepoint arg structs only
     for probes in the main text, so families are concatenated, not #included)."""
     base = probes_dir()
-    files = ["vhtune.bpf.c"] + [FAMILIES[f][0] for f in families]
+    config = config or ProbeConfig()
+    files = ["vhtune.bpf.c"] + [config.family(f)[0] for f in families]
     if kprobes:
         files.append("vhost_kprobe.bpf.c")
     parts = []
@@ -253,7 +272,7 @@ def compile_module(families: list[str], kprobes: bool, config: ProbeConfig, ncpu
     err: list[str] = []
     try:
         with _stderr_to(err):
-            return bcc.BPF(text=source(families, kprobes).encode(), cflags=config.cflags(ncpus, kprobes))
+            return bcc.BPF(text=source(families, kprobes, config).encode(), cflags=config.cflags(ncpus, kprobes))
     except ProbeError:
         raise
     except Exception as exc:
@@ -282,7 +301,7 @@ def load(config: ProbeConfig | None = None) -> Probes:
         if fam not in config.families:
             status[fam] = "missing: not requested"
             continue
-        absent = [tp for tp in FAMILIES[fam][1] if not tracepoint_exists(tp)]
+        absent = [tp for tp in FAMILIES[fam][1] if not tracepoint_exists(tp.removeprefix("raw:"))]
         if absent:
             status[fam] = f"missing: tracepoint {absent[0]} not in this kernel"
         else:
@@ -295,6 +314,8 @@ def load(config: ProbeConfig | None = None) -> Probes:
 
     ncpus = possible_cpus()
     variants: dict[str, str] = {}
+    if "net" in chosen:
+        config, variants["net"] = _net_variant(config)
     why_not = "disabled" if config.vhost_kprobes is False else kprobes_available()
     if config.vhost_kprobes and why_not:
         raise CapabilityError(f"vhost kprobes were required but {why_not}")
@@ -323,7 +344,7 @@ def load(config: ProbeConfig | None = None) -> Probes:
         variants["vhost"] = f"tracepoint-only: {why_not}"
     for fam in chosen:
         status[fam] = "attached"
-    maps = [m for fam in chosen for m in FAMILIES[fam][2]] + ["lost"]
+    maps = [m for fam in chosen for m in config.family(fam)[2]] + ["lost"]
     if variants["vhost"] == "kprobe":
         maps.append("vhost_events")
     try:
@@ -354,6 +375,24 @@ def load(config: ProbeConfig | None = None) -> Probes:
         raise
     probes.attach_s = time.monotonic() - t1
     return probes
+
+
+def _net_variant(config: ProbeConfig) -> tuple[ProbeConfig, str]:
+    """The configuration to compile with and the manifest's words for the net variant."""
+    if config.net_variant == "tracepoints":
+        return dataclasses.replace(config, net_offsets={}), "tracepoints: requested"
+    from vhtune.probes.net_variant import counters_offsets
+
+    try:
+        offsets = counters_offsets()
+    except CapabilityError as exc:
+        if config.net_variant == "counters":
+            raise
+        return dataclasses.replace(config, net_offsets={}), f"tracepoints: counters variant unavailable ({exc.message})"
+    return (
+        dataclasses.replace(config, net_offsets=offsets),
+        "counters: tap counters per interval + raw tracepoint kfree_skb (BTF offsets)",
+    )
 
 
 def _attach_vhost_kprobes(bpf: Any) -> None:

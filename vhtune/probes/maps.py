@@ -136,6 +136,11 @@ class ProbeMaps:
         self._last_fds: dict[tuple[int, int], list[int]] = {}
         self._last_lost = [0] * len(L.LOST_NAMES)
         self._tap_dir: dict[int, list[str]] = {}  # tap_dir index → watched names hashing there
+        # Counters variant: packets/bytes come from the taps' own counters, only drops from a program.
+        self._tap_counters = bool(cfg.net_offsets) and probes.has("net")
+        # Continue from the map's value: a second ProbeMaps on the same probes must not reuse a generation
+        # that entries of the first one still carry.
+        self._tap_gen = int(self._t("tap_gen")[ct.c_uint32(0)].value) if self._tap_counters else 0
         self._proc_fds: dict[int, set[int]] = {}  # tgid → its watched fds
         self._rows: dict[int, int] = {}  # tgid → its fd_direct row
         self._free_rows = list(range(L.FD_ROWS - 1, -1, -1))
@@ -228,24 +233,51 @@ class ProbeMaps:
     def _add_tap(self, t: TapTarget) -> None:
         key = L.ifname_key(t.name)  # validates the name before a slot is taken
         slot = ct.c_uint32(self.tap_slots.take(t.name))
-        stats = self._t("tap_stats")
-        stats[slot] = stats.Leaf()
         self._t("taps")[key] = slot
         idx = L.tap_dir_index(t.name)
         self._tap_dir.setdefault(idx, []).append(t.name)
         self._publish_tap_dir(idx)
+        if self._tap_counters:
+            self.targets.taps[t.name] = t  # read_counters below needs its netns
+            self._last_taps[t.name] = self._tap_counter_values([t.name]).get(t.name, [0] * len(TAP_FIELDS))
+            self._bump_tap_gen()
+            return
+        stats = self._t("tap_stats")
+        stats[slot] = stats.Leaf()
         self._filter("ifname_len_filter", len(t.name.encode()) + 1, +1)
         self._last_taps[t.name] = [0] * len(TAP_FIELDS)
 
     def _drop_tap(self, name: str) -> None:
-        self._filter("ifname_len_filter", len(name.encode()) + 1, -1)
+        if not self._tap_counters:
+            self._filter("ifname_len_filter", len(name.encode()) + 1, -1)
         idx = L.tap_dir_index(name)
         self._tap_dir[idx].remove(name)
         self._publish_tap_dir(idx)
         del self._t("taps")[L.ifname_key(name)]
+        if self._tap_counters:
+            self._bump_tap_gen()
         self.tap_slots.release(name)
         self._last_taps.pop(name, None)
         del self.targets.taps[name]
+
+    def _bump_tap_gen(self) -> None:
+        """Invalidate the probe's per-device cache (dev_cache in probes/net_counters.bpf.c)."""
+        self._tap_gen = (self._tap_gen + 1) & 0xFFFFFFFF
+        self._t("tap_gen")[ct.c_uint32(0)] = ct.c_uint32(self._tap_gen)
+
+    def _tap_counter_values(self, names: list[str]) -> dict[str, list[int]]:
+        """TAP_FIELDS from the taps' own counters (cumulative). tun counts tx_packets when its reader reads a
+        frame (tun_put_user) and tx_dropped when the ring is full, so tx_queued = tx_packets + tx_dropped: every
+        frame the stack handed to the tap. rx_bytes counts whole frames (netif_receive_skb's len lacks the
+        14-byte Ethernet header the tracepoint variant sees)."""
+        from vhtune.probes.netdev import read_counters
+
+        want = {(self.targets.taps[n].netns, n): n for n in names if n in self.targets.taps}
+        got = read_counters(want)
+        return {
+            want[k]: [c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.tx_errors, c.tx_packets + c.tx_dropped]
+            for k, c in got.items()
+        }
 
     def _publish_tap_dir(self, idx: int) -> None:
         """One name at ``idx``: the probe compares it in place; several: it asks the `taps` hash."""
@@ -354,11 +386,15 @@ class ProbeMaps:
             )
 
     def _read_taps(self, d: Deltas) -> None:
-        stats = self._t("tap_stats")
-        for name, slot in self.tap_slots.slots.items():
-            cur = _sum_struct(stats[ct.c_uint32(slot)], TAP_FIELDS)
+        if self._tap_counters:
+            now = self._tap_counter_values(list(self.tap_slots.slots))
+        else:
+            stats = self._t("tap_stats")
+            now = {n: _sum_struct(stats[ct.c_uint32(s)], TAP_FIELDS) for n, s in self.tap_slots.slots.items()}
+        for name in self.tap_slots.slots:
             last = self._last_taps[name]
-            d.taps[name] = {f: c - p for f, c, p in zip(TAP_FIELDS, cur, last, strict=True)}
+            cur = now.get(name, last)  # a tap gone from its netns counts nothing until it is let go
+            d.taps[name] = {f: max(0, c - p) for f, c, p in zip(TAP_FIELDS, cur, last, strict=True)}
             self._last_taps[name] = cur
         by_slot = {s: n for n, s in self.tap_slots.slots.items()}
         for k, v in _read_and_clear(self._t("drops")):

@@ -77,6 +77,7 @@ def _libbpf() -> Any:
         ("bpf_map_delete_elem", [ct.c_int, vp]),
         ("bpf_map_get_next_key", [ct.c_int, vp, vp]),
         ("bpf_map_lookup_and_delete_batch", [ct.c_int, vp, vp, vp, vp, u32p, vp]),
+        ("bpf_raw_tracepoint_open", [ct.c_char_p, ct.c_int]),
     ):
         fn = getattr(lib, name)
         fn.argtypes = args
@@ -223,6 +224,15 @@ def attach_tracepoint(prog_fd: int, tp: str) -> int:
     return fd
 
 
+def attach_raw_tracepoint(prog_fd: int, name: str) -> int:
+    """BPF_RAW_TRACEPOINT_OPEN: ``prog_fd`` on the raw tracepoint ``name`` (e.g. kfree_skb); closing the
+    returned fd detaches it."""
+    fd = int(lib().bpf_raw_tracepoint_open(name.encode(), prog_fd))
+    if fd < 0:
+        raise ProbeError(f"attaching a program to raw tracepoint {name} failed: {os.strerror(-fd or ct.get_errno())}")
+    return fd
+
+
 class _Func:
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -248,6 +258,17 @@ class RawModule:
 
     def detach_tracepoint(self, tp: bytes) -> None:
         fd = self.links.pop(tp.decode(), None)
+        if fd is not None:
+            os.close(fd)
+
+    def attach_raw_tracepoint(self, tp: bytes, fn_name: bytes) -> None:
+        key = "raw:" + tp.decode()
+        if key in self.links:
+            return
+        self.links[key] = attach_raw_tracepoint(self.progs[fn_name.decode()], tp.decode())
+
+    def detach_raw_tracepoint(self, tp: bytes) -> None:
+        fd = self.links.pop("raw:" + tp.decode(), None)
         if fd is not None:
             os.close(fd)
 

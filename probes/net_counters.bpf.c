@@ -1,0 +1,92 @@
+/* net family, counters variant: no program runs for a packet that is not dropped. Packets and bytes per tap
+ * come from the device's own counters, read by user space once per interval (vhtune/probes/netdev.py); this
+ * file only attributes kfree_skb drops to watched taps.
+ *
+ * A raw tracepoint gets kfree_skb's TP_PROTO arguments themselves (no perf record is built, unlike the
+ * tracepoint the other variant uses): ctx->args[0] is the skb, ctx->args[VHT_KFREE_REASON_ARG] the enum
+ * skb_drop_reason. The device is skb->dev, its name net_device.name; whether the skb came in through it is
+ * skb->skb_iif == dev->ifindex (__netif_receive_skb_core sets skb_iif; a locally sent or forwarded skb has 0 or
+ * another device's index there). The offsets come from the running kernel's BTF (vhtune/probes/btf.py) as -D
+ * flags: this host's 6.1 headers do not match its 6.18 kernel.
+ *
+ * Each bpf_probe_read_kernel costs ~15-20 ns here, so a device is looked up by name once: dev_cache remembers,
+ * per net_device address, its ifindex and tap slot (or VHT_NOSLOT), valid while the address, the ifindex and
+ * tap_gen (bumped by user space whenever the watched taps change) are unchanged. A drop then costs three small
+ * reads (skb->dev, dev->ifindex, skb->skb_iif) instead of four. The ifindex check catches a device freed and
+ * another allocated at the same address (indexes are handed out cyclically per netns); two CPUs filling one
+ * entry at once may tear it, which can misattribute a drop until the next fill. */
+
+BPF_HASH(taps, struct vht_ifname, u32, VHT_MAX_TAPS); /* name → tap slot: every watched tap */
+BPF_ARRAY(tap_dir, struct vht_tap_ent, VHT_TAP_DIR);    /* the same, direct-mapped by the name's hash */
+BPF_ARRAY(tap_gen, u32, 1);                             /* bumped by user space when the watched taps change */
+BPF_ARRAY(dev_cache, struct vht_dev_ent, VHT_DEV_CACHE);
+BPF_HASH(drops, struct vht_drop_key, u64, VHT_HASH_ENTRIES);
+
+/* Keep the bytes of w before its first NUL (all of w when it has none); *ended says whether one was found.
+ * (w - 0x01..) & ~w & 0x80.. has the top bit set in every zero byte at or after the first; its lowest set bit
+ * is exact, so (lowest >> 7) - 1 is the mask of the bytes before it. */
+static __always_inline u64 vht_before_nul(u64 w, int *ended)
+{
+    u64 t = (w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL;
+    if (!t)
+        return w;
+    *ended = 1;
+    return w & (((t & -t) >> 7) - 1);
+}
+
+/* The watched-tap slot of the device named `ifn` (NUL-padded in place first), or VHT_NOSLOT. */
+static __always_inline u32 vht_slot_by_name(struct vht_ifname *ifn)
+{
+    u64 *w = (u64 *)ifn->name;
+    int ended = 0;
+    w[0] = vht_before_nul(w[0], &ended);
+    w[1] = ended ? 0 : vht_before_nul(w[1], &ended);
+    u32 idx = (u32)(((w[0] ^ (w[1] * VHT_TAP_K1)) * VHT_TAP_K2) >> (64 - VHT_TAP_DIR_BITS));
+    struct vht_tap_ent *e = tap_dir.lookup(&idx);
+    if (!e || !e->flags)
+        return VHT_NOSLOT;
+    if (!(e->flags & VHT_TAP_SHARED))
+        return (e->n0 == w[0] && e->n1 == w[1]) ? e->slot : VHT_NOSLOT;
+    u32 *s = taps.lookup(ifn);
+    return s ? *s : VHT_NOSLOT;
+}
+
+RAW_TRACEPOINT_PROBE(kfree_skb)
+{
+    void *skb = (void *)ctx->args[0];
+    u32 reason = (u32)ctx->args[VHT_KFREE_REASON_ARG];
+    void *dev = 0;
+    if (bpf_probe_read_kernel(&dev, sizeof(dev), skb + VHT_SKB_DEV_OFF) != 0 || !dev)
+        return 0;
+    u32 zero = 0;
+    u32 *gen = tap_gen.lookup(&zero);
+    u32 ci = (u32)(((u64)dev * VHT_TAP_K2) >> (64 - VHT_DEV_CACHE_BITS));
+    struct vht_dev_ent *e = dev_cache.lookup(&ci);
+    s32 ifindex = 0;
+    if (!gen || !e || bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + VHT_DEV_IFINDEX_OFF) != 0)
+        return 0;
+    if (e->dev != (u64)dev || e->gen != *gen || e->ifindex != ifindex) {
+        struct vht_ifname ifn;
+        if (bpf_probe_read_kernel(&ifn, sizeof(ifn), dev + VHT_DEV_NAME_OFF) != 0)
+            return 0;
+        e->slot = vht_slot_by_name(&ifn);
+        e->ifindex = ifindex;
+        e->gen = *gen;
+        e->dev = (u64)dev;
+    }
+    if (e->slot == VHT_NOSLOT)
+        return 0;
+    s32 iif = 0;
+    bpf_probe_read_kernel(&iif, sizeof(iif), skb + VHT_SKB_IIF_OFF);
+    struct vht_drop_key key = {.slot = e->slot, .dir = iif == e->ifindex ? VHT_DIR_RX : VHT_DIR_TX, .reason = reason};
+    u64 *n = drops.lookup(&key);
+    if (!n) {
+        u64 init = 0;
+        if (drops.update(&key, &init) != 0)
+            vht_lose(VHT_LOST_DROP);
+        n = drops.lookup(&key);
+    }
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
