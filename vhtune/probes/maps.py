@@ -272,7 +272,8 @@ class ProbeMaps:
         14-byte Ethernet header the tracepoint variant sees)."""
         from vhtune.probes.netdev import read_counters
 
-        want = {(self.targets.taps[n].netns, n): n for n in names if n in self.targets.taps}
+        # A tap named with --tap that discovery did not find has netns "?": look for it where vhtune runs.
+        want = {(self.targets.taps[n].netns.replace("?", "root"), n): n for n in names if n in self.targets.taps}
         got = read_counters(want)
         return {
             want[k]: [c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.tx_errors, c.tx_packets + c.tx_dropped]
