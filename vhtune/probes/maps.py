@@ -273,7 +273,8 @@ class ProbeMaps:
         from vhtune.probes.netdev import read_counters
 
         # A tap named with --tap that discovery did not find has netns "?": look for it where vhtune runs.
-        want = {(self.targets.taps[n].netns.replace("?", "root"), n): n for n in names if n in self.targets.taps}
+        taps = [self.targets.taps[n] for n in names if n in self.targets.taps]
+        want = {("root" if t.netns == "?" else t.netns, t.name): t.name for t in taps}
         got = read_counters(want)
         return {
             want[k]: [c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.tx_errors, c.tx_packets + c.tx_dropped]
