@@ -6,14 +6,11 @@
  *
  * Cost of a hit (bpf_stats, this host): the name read is one bpf_probe_read_kernel of 16 bytes (~40 ns; a
  * tracepoint program may not load ctx bytes past the fixed fields — perf_event_set_bpf_prog refuses it with
- * EACCES — so the __data_loc string cannot be read in place), then a direct-mapped tap_dir entry instead of
- * a hash lookup on the 16-byte key (~50 ns saved). */
+ * EACCES — so the __data_loc string cannot be read in place), then the tap_dir entry (taps.bpf.c). */
 
 /* enum skb_drop_reason only types the 4-byte `reason` field; its values come from the running kernel. */
 #include <net/dropreason.h>
 
-BPF_HASH(taps, struct vht_ifname, u32, VHT_MAX_TAPS); /* name → tap slot: every watched tap */
-BPF_ARRAY(tap_dir, struct vht_tap_ent, VHT_TAP_DIR);    /* the same, direct-mapped by the name's hash */
 BPF_ARRAY(ifname_len_filter, u32, VHT_IFNAME_LEN_SLOTS); /* name length incl. NUL → taps of that length */
 BPF_PERCPU_ARRAY(tap_stats, struct vht_tap_stats, VHT_MAX_TAPS);
 BPF_ARRAY(skb_owner, struct vht_skb_owner, VHT_SKB_TRACK);
@@ -60,14 +57,7 @@ static __always_inline u32 vht_tap_slot(void *args, u32 data_loc)
     } else {
         w[1] = 0;
     }
-    u32 idx = (u32)(((w[0] ^ (w[1] * VHT_TAP_K1)) * VHT_TAP_K2) >> (64 - VHT_TAP_DIR_BITS));
-    struct vht_tap_ent *e = tap_dir.lookup(&idx);
-    if (!e || !e->flags)
-        return VHT_NOSLOT;
-    if (!(e->flags & VHT_TAP_SHARED))
-        return (e->n0 == w[0] && e->n1 == w[1]) ? e->slot : VHT_NOSLOT;
-    u32 *slot = taps.lookup(&ifn);
-    return slot ? *slot : VHT_NOSLOT;
+    return vht_tap_lookup(&ifn);
 }
 
 TRACEPOINT_PROBE(net, netif_receive_skb)

@@ -16,8 +16,6 @@
  * another allocated at the same address (indexes are handed out cyclically per netns); two CPUs filling one
  * entry at once may tear it, which can misattribute a drop until the next fill. */
 
-BPF_HASH(taps, struct vht_ifname, u32, VHT_MAX_TAPS); /* name → tap slot: every watched tap */
-BPF_ARRAY(tap_dir, struct vht_tap_ent, VHT_TAP_DIR);    /* the same, direct-mapped by the name's hash */
 BPF_ARRAY(tap_gen, u32, 1);                             /* bumped by user space when the watched taps change */
 BPF_ARRAY(dev_cache, struct vht_dev_ent, VHT_DEV_CACHE);
 BPF_HASH(drops, struct vht_drop_key, u64, VHT_HASH_ENTRIES);
@@ -34,21 +32,14 @@ static __always_inline u64 vht_before_nul(u64 w, int *ended)
     return w & (((t & -t) >> 7) - 1);
 }
 
-/* The watched-tap slot of the device named `ifn` (NUL-padded in place first), or VHT_NOSLOT. */
+/* NUL-pad a name read from net_device.name (garbage may follow its NUL), then look it up. */
 static __always_inline u32 vht_slot_by_name(struct vht_ifname *ifn)
 {
     u64 *w = (u64 *)ifn->name;
     int ended = 0;
     w[0] = vht_before_nul(w[0], &ended);
     w[1] = ended ? 0 : vht_before_nul(w[1], &ended);
-    u32 idx = (u32)(((w[0] ^ (w[1] * VHT_TAP_K1)) * VHT_TAP_K2) >> (64 - VHT_TAP_DIR_BITS));
-    struct vht_tap_ent *e = tap_dir.lookup(&idx);
-    if (!e || !e->flags)
-        return VHT_NOSLOT;
-    if (!(e->flags & VHT_TAP_SHARED))
-        return (e->n0 == w[0] && e->n1 == w[1]) ? e->slot : VHT_NOSLOT;
-    u32 *s = taps.lookup(ifn);
-    return s ? *s : VHT_NOSLOT;
+    return vht_tap_lookup(ifn);
 }
 
 RAW_TRACEPOINT_PROBE(kfree_skb)

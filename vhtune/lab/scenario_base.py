@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from vhtune.errors import UsageError
-from vhtune.lab.backends import BACKENDS, LabBackend
-from vhtune.lab.faults import FaultSet
+from vhtune.lab.backends import BACKENDS, BackendOptions, LabBackend, make_backend
+from vhtune.lab.faults import FaultSet, Placement
+from vhtune.lab.names import lab_name
+from vhtune.lab.netns import Netns
+from vhtune.lab.proc import wait_for
 
 HOST_IP = "10.91.0.1"
 HOST_CIDR = f"{HOST_IP}/24"
@@ -82,3 +85,23 @@ def notifications(st: dict[str, Any]) -> dict[str, float | None]:
 def backend_pid(be: LabBackend) -> int:
     proc = getattr(be, "proc", None) or getattr(getattr(be, "pmd", None), "proc", None)
     return int(proc.pid) if proc is not None else 0
+
+
+def tap_backend(
+    opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack, *, quiet_ipv6: bool = False
+) -> tuple[Netns, str, LabBackend, Placement]:
+    """A netns, the back-end serving a tap inside it (faults planned), and ``HOST_CIDR`` on the tap.
+    ``quiet_ipv6``: no IPv6 in the netns (no router solicitations or DAD frames), so the tap carries only the
+    scenario's own traffic and its counters compare exactly."""
+    ns = stack.enter_context(Netns())
+    if quiet_ipv6:
+        ns.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+    tap = lab_name("tp")
+    place = Placement()
+    bopts = BackendOptions(port="tap", tap=tap, netns=ns, cpu=place.backend_cpu, queues=opts.queues)
+    faults.plan(bopts, place, opts.backend)
+    be = make_backend(opts.backend, bopts)
+    stack.enter_context(be)
+    wait_for(lambda: ns.has_link(tap), 10.0, f"the back-end's tap {tap}")
+    ns.addr(tap, HOST_CIDR)
+    return ns, tap, be, place

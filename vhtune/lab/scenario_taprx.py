@@ -15,13 +15,13 @@ import time
 from typing import Any
 
 from vhtune.lab import dpdk
-from vhtune.lab.backends import BackendOptions, LabBackend, make_backend
+from vhtune.lab.backends import LabBackend
 from vhtune.lab.faults import FaultContext, FaultSet, Placement
 from vhtune.lab.names import lab_name, run_dir
 from vhtune.lab.netns import Netns
-from vhtune.lab.proc import LabProcess, wait_for
+from vhtune.lab.proc import LabProcess
 from vhtune.lab.record_hook import RecordHook
-from vhtune.lab.scenario_base import HOST_CIDR, RunOptions, backend_pid, notifications, rate, strip
+from vhtune.lab.scenario_base import RunOptions, backend_pid, notifications, rate, strip, tap_backend
 
 # The sender addresses a static neighbour on the tap's subnet, so each datagram is routed out of the tap and
 # nothing leaves the namespace. Its MAC is arbitrary: the back-end's tap port hands every frame it reads to
@@ -40,18 +40,7 @@ TAP_RX_DRAIN_S = 0.5  # after the sender stops: the reader empties the tap and t
 def _tap_rx_setup(
     opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack
 ) -> tuple[Netns, str, LabBackend, Placement]:
-    ns = stack.enter_context(Netns())
-    # No IPv6 in the netns: no router solicitations or DAD frames, so the tap carries only the sender's
-    # datagrams and its counters compare exactly with the sender's and the back-end's.
-    ns.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
-    tap = lab_name("tp")
-    place = Placement()
-    bopts = BackendOptions(port="tap", tap=tap, netns=ns, cpu=place.backend_cpu, queues=opts.queues)
-    faults.plan(bopts, place, opts.backend)
-    be = make_backend(opts.backend, bopts)
-    stack.enter_context(be)
-    wait_for(lambda: ns.has_link(tap), 10.0, f"the back-end's tap {tap}")
-    ns.addr(tap, HOST_CIDR)
+    ns, tap, be, place = tap_backend(opts, faults, stack, quiet_ipv6=True)
     ns.ip("neigh", "replace", TAP_RX_PEER, "lladdr", TAP_RX_PEER_MAC, "dev", tap, "nud", "permanent")
     return ns, tap, be, place
 

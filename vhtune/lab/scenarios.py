@@ -21,13 +21,11 @@ from vhtune.lab.guestinit import Workload
 from vhtune.lab.image import ensure_image
 from vhtune.lab.names import lab_name, run_dir
 from vhtune.lab.netns import Netns
-from vhtune.lab.proc import wait_for
 from vhtune.lab.qemu import GuestConfig, QemuGuest
 from vhtune.lab.record_hook import RecordHook
 from vhtune.lab.scenario_base import (
     BOOT_ALLOWANCE_S,
     GUEST_CIDR,
-    HOST_CIDR,
     HOST_IP,
     RunOptions,
     Scenario,
@@ -35,6 +33,7 @@ from vhtune.lab.scenario_base import (
     notifications,
     rate,
     strip,
+    tap_backend,
 )
 from vhtune.lab.scenario_taprx import tap_rx
 
@@ -42,21 +41,6 @@ __all__ = ["SCENARIOS", "RunOptions", "Scenario", "run"]
 
 
 # --- guest scenarios --------------------------------------------------------------------------------------
-def _guest_setup(
-    opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack
-) -> tuple[Netns, str, LabBackend, Placement]:
-    ns = stack.enter_context(Netns())
-    tap = lab_name("tp")
-    place = Placement()
-    bopts = BackendOptions(port="tap", tap=tap, netns=ns, cpu=place.backend_cpu, queues=opts.queues)
-    faults.plan(bopts, place, opts.backend)
-    be = make_backend(opts.backend, bopts)
-    stack.enter_context(be)
-    wait_for(lambda: ns.has_link(tap), 10.0, f"the back-end's tap {tap}")
-    ns.addr(tap, HOST_CIDR)
-    return ns, tap, be, place
-
-
 def _run_guest(
     opts: RunOptions,
     faults: FaultSet,
@@ -87,7 +71,7 @@ def _run_guest(
 
 
 def guest_ping(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
-    ns, tap, be, place = _guest_setup(opts, faults, stack)
+    ns, tap, be, place = tap_backend(opts, faults, stack)
     wl = Workload("ping", duration=int(opts.duration), ip=GUEST_CIDR, peer=HOST_IP, count=opts.count)
     res, bst, extra, _g = _run_guest(opts, faults, stack, wl, ns, tap, be, place)
     secs = float(res["t_end"]) - float(res["t_start"])
@@ -107,7 +91,7 @@ def guest_ping(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) 
 
 
 def guest_pktgen(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
-    ns, tap, be, place = _guest_setup(opts, faults, stack)
+    ns, tap, be, place = tap_backend(opts, faults, stack)
     mac = str(json.loads(ns.ip("-j", "link", "show", "dev", tap).stdout)[0]["address"])
     wl = Workload(
         "pktgen",
@@ -146,7 +130,7 @@ def guest_pktgen(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack
 
 
 def guest_iperf3(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) -> dict[str, Any]:
-    ns, tap, be, place = _guest_setup(opts, faults, stack)
+    ns, tap, be, place = tap_backend(opts, faults, stack)
     log = run_dir() / f"{lab_name('i')}-iperf3.json"
     stack.callback(lambda: log.unlink(missing_ok=True))
     server = ns.spawn(

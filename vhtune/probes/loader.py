@@ -24,7 +24,7 @@ from vhtune.probes.layouts import check_layouts
 TRACEFS = Path("/sys/kernel/tracing")
 PROBES_DIR_ENV = "VHTUNE_PROBES_DIR"
 
-# family → (source file, tracepoints it attaches to, maps it defines)
+# family → (source files, space-separated, in order; tracepoints it attaches to; maps it defines)
 FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "sched": (
         "sched.bpf.c",
@@ -32,7 +32,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         ("targets", "thread_stats", "thread_ts", "runq_hist", "cpu_wait", "competitors", "tid_filter"),
     ),
     "net": (
-        "net.bpf.c",
+        "taps.bpf.c net.bpf.c",
         ("net/netif_receive_skb", "net/net_dev_queue", "net/net_dev_xmit", "skb/kfree_skb", "skb/consume_skb"),
         ("taps", "tap_dir", "tap_stats", "skb_owner", "drops", "ifname_len_filter"),
     ),
@@ -49,7 +49,11 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 # The net family's counters variant: packets and bytes from the taps' own counters (vhtune/probes/netdev.py),
 # drops from a raw tracepoint on kfree_skb ("raw:" entries name raw tracepoints by their tracefs event).
-NET_COUNTERS = ("net_counters.bpf.c", ("raw:skb/kfree_skb",), ("taps", "tap_dir", "tap_gen", "dev_cache", "drops"))
+NET_COUNTERS = (
+    "taps.bpf.c net_counters.bpf.c",
+    ("raw:skb/kfree_skb",),
+    ("taps", "tap_dir", "tap_gen", "dev_cache", "drops"),
+)
 # Families attached only while they have targets (kvm events are rare and carry no target key).
 LAZY_FAMILIES = ("sched", "net", "notify")
 # kprobe targets of the optional vhost variant: BPF function → kernel symbols to try, in order.
@@ -241,7 +245,7 @@ def source(families: list[str], kprobes: bool, config: ProbeConfig | None = None
     for probes in the main text, so families are concatenated, not #included)."""
     base = probes_dir()
     config = config or ProbeConfig()
-    files = ["vhtune.bpf.c"] + [config.family(f)[0] for f in families]
+    files = ["vhtune.bpf.c"] + [name for f in families for name in config.family(f)[0].split()]
     if kprobes:
         files.append("vhost_kprobe.bpf.c")
     parts = []
