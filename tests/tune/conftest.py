@@ -120,3 +120,27 @@ def restore_files() -> Iterator[list[Path]]:
     for p, text in saved.items():
         p.write_text(text)
     del paths
+
+
+# The head of a child script that applies a plan and SIGKILLs itself right after the knob named DIE_ON wrote
+# its value, before the journal could record it as applied: engine.make_knob hands out knobs whose apply kills.
+# The script goes on to build `snap` and `plan` and call apply_plan(plan, lambda: snap).
+DIE_AFTER_APPLY = r"""
+import os, signal, sys, time
+import vhtune.tune.engine as engine
+from vhtune.discover.model import Snapshot, ThreadInfo
+from vhtune.tune.engine import Request, apply_plan, make_plan
+from vhtune.tune.knob import Target
+
+_make_knob = engine.make_knob
+def _dying_knob(name, target):
+    knob = _make_knob(name, target)
+    if name == DIE_ON:
+        real = knob.apply
+        def apply_then_die(value):
+            real(value)
+            os.kill(os.getpid(), signal.SIGKILL)
+        knob.apply = apply_then_die
+    return knob
+engine.make_knob = _dying_knob
+"""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tune.conftest import backend_thread, snapshot_with
+from tests.tune.conftest import DIE_AFTER_APPLY, backend_thread, snapshot_with
 from vhtune.cpulist import parse_cpulist
 from vhtune.discover.model import ROLE_VCPU, ThreadInfo
 from vhtune.errors import TuneError
@@ -141,25 +141,18 @@ def test_roundtrip_on_a_real_cpuset_cgroup(
 
 # Applies the cgroup change in a child process and SIGKILLs it right after the value was written, before the
 # journal could record it as applied.
-CHILD = r"""
-import os, signal, sys, time
-from vhtune.discover.model import Snapshot, ThreadInfo
-from vhtune.tune.engine import Request, apply_plan, make_plan
-from vhtune.tune.knob import Target
-from vhtune.tune.knobs.cgroup import CgroupCpusetKnob
-
+CHILD = (
+    DIE_AFTER_APPLY
+    + r"""
+DIE_ON = "cgroup-cpuset"
 pid, tid, cpu = (int(a) for a in sys.argv[1:4])
 snap = Snapshot(taken_at=time.time(), hostname="t", kernel="k",
                 threads=[ThreadInfo(pid=pid, tid=tid, comm="vhtune-q0", role="backend-worker")])
 plan = make_plan([Request("cgroup-cpuset", Target("cgroup", {"pid": pid}), cpu)], snap)
 print(plan.id, flush=True)
-real_apply = CgroupCpusetKnob.apply
-def apply_then_die(self, value):
-    real_apply(self, value)
-    os.kill(os.getpid(), signal.SIGKILL)
-CgroupCpusetKnob.apply = apply_then_die
 apply_plan(plan, lambda: snap)
 """
+)
 
 
 def test_sigkill_mid_apply_then_rollback(worker: tuple[int, int], test_cgroup: CpusetDir, state_root: Path) -> None:

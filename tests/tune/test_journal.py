@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tune.conftest import DIE_AFTER_APPLY
 from vhtune.tune.engine import rollback_plan
 from vhtune.tune.journal import Journal
 
@@ -17,26 +18,19 @@ pytestmark = pytest.mark.usefixtures("require_root")
 
 # Applies a two-change plan in a child process and SIGKILLs itself right after the second value was written,
 # before the journal could record it as applied.
-CHILD = r"""
-import os, signal, sys, time
-from vhtune.discover.model import Snapshot, ThreadInfo
-from vhtune.tune.engine import Request, apply_plan, make_plan
-from vhtune.tune.knob import Target
-from vhtune.tune.knobs.thread import ThreadAffinityKnob
-
+CHILD = (
+    DIE_AFTER_APPLY
+    + r"""
+DIE_ON = "thread-affinity"
 pid, tid, cpu, busy = (int(a) for a in sys.argv[1:5])
 snap = Snapshot(taken_at=time.time(), hostname="t", kernel="k",
                 threads=[ThreadInfo(pid=pid, tid=tid, comm="vhtune-q0", role="backend-worker")])
 plan = make_plan([Request("sysctl", Target("sysctl", {"key": "net.core.busy_poll"}), busy),
                   Request("thread-affinity", Target("thread", {"tid": tid}), str(cpu))], snap)
 print(plan.id, flush=True)
-real_apply = ThreadAffinityKnob.apply
-def apply_then_die(self, value):
-    real_apply(self, value)
-    os.kill(os.getpid(), signal.SIGKILL)
-ThreadAffinityKnob.apply = apply_then_die
 apply_plan(plan, lambda: snap)
 """
+)
 
 
 def test_sigkill_mid_apply_then_rollback(worker: tuple[int, int], restore_files: list[Path], state_root: Path) -> None:
