@@ -66,7 +66,8 @@ DETECTORS: tuple[Detector, ...] = (
         "tap-drops",
         "Tap queue drops packets",
         ("taps.drops", "tap_drops.reason_name", "discovery.taps.txqueuelen"),
-        "net/skb tracepoints with tap attribution (skbaddr → tap map); txqueuelen from discovery",
+        "kfree_skb charged to the tap (counters variant: skb->dev via a raw tracepoint; tracepoint variant: "
+        "skbaddr → tap map); txqueuelen from discovery",
         (
             Threshold("drop_pct", ">=", 0.1, "%", "0.1 % loss already costs TCP measurable throughput (RFC 3649 §1)"),
             Threshold("drops_per_s", ">=", 10.0, "/s", "ignore a handful of drops (ARP, link-state churn)"),
