@@ -13,6 +13,10 @@ from typing import Any
 from vhtune.lab.proc import LabProcess
 
 ATTACH_TIMEOUT_S = 30.0
+# The scenario stops the recorder with SIGINT once its traffic is over (after the drain); --duration only bounds
+# it should the scenario die. Without a margin the recorder's own deadline, counted from its attach, could end
+# it before the traffic that started a moment after the attach.
+DURATION_MARGIN_S = 10.0
 
 
 class RecordHook:
@@ -28,7 +32,7 @@ class RecordHook:
         if self.out is None or not pids:
             return
         argv = [sys.executable, "-m", "vhtune", "record", "-o", str(self.out), "--json"]
-        argv += ["--duration", f"{duration:g}", "--interval", "0.5"]
+        argv += ["--duration", f"{duration + DURATION_MARGIN_S:g}", "--interval", "0.5"]
         for p in pids:
             argv += ["-p", str(p)]
         self.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ MAX_MSG = 1 << 20
 def _serve(sock: socket.socket) -> dict[str, Any]:
     from vhtune.errors import VhtuneError
     from vhtune.probes.layouts import check_layouts
-    from vhtune.probes.loader import ProbeConfig, compile_module, possible_cpus
+    from vhtune.probes.loader import ProbeConfig, compile_module, net_variant, possible_cpus
 
     req = json.loads(sock.recv(MAX_MSG))
     cfg = ProbeConfig(
@@ -35,7 +35,10 @@ def _serve(sock: socket.socket) -> dict[str, Any]:
         }
     )
     families: list[str] = req["families"]
+    net_note = ""
     try:
+        if "net" in families:
+            cfg, net_note = net_variant(cfg)  # BTF parsed here, not in the agent
         bpf = compile_module(families, kprobes=False, config=cfg, ncpus=possible_cpus())
         names = [m for f in families for m in cfg.family(f)[2]] + ["lost"]
         check_layouts(bpf, names)
@@ -61,7 +64,7 @@ def _serve(sock: socket.socket) -> dict[str, Any]:
     for fname, fn in bpf.funcs.items():
         progs.append({"name": fname.decode(), "index": len(fds)})
         fds.append(fn.fd)
-    header = json.dumps({"maps": maps, "progs": progs}).encode()
+    header = json.dumps({"maps": maps, "progs": progs, "net_offsets": cfg.net_offsets, "net_note": net_note}).encode()
     sock.sendmsg([header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     return {}
 

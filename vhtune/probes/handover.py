@@ -62,7 +62,10 @@ def load_in_child(families: list[str], config: object, ncpus: int, timeout: floa
         for fd in fds:
             _close(fd)
         raise
-    return RawModule(maps, progs)
+    module = RawModule(maps, progs)
+    module.net_offsets = dict(reply.get("net_offsets") or {})
+    module.net_note = str(reply.get("net_note") or "")
+    return module
 
 
 def _close(fd: int) -> None:

@@ -318,8 +318,6 @@ def load(config: ProbeConfig | None = None) -> Probes:
 
     ncpus = possible_cpus()
     variants: dict[str, str] = {}
-    if "net" in chosen:
-        config, variants["net"] = _net_variant(config)
     why_not = "disabled" if config.vhost_kprobes is False else kprobes_available()
     if config.vhost_kprobes and why_not:
         raise CapabilityError(f"vhost kprobes were required but {why_not}")
@@ -328,9 +326,16 @@ def load(config: ProbeConfig | None = None) -> Probes:
     if in_child:
         from vhtune.probes.handover import load_in_child
 
+        # The child also picks the net variant: parsing the kernel's BTF (5 MB) would leave its pages in the
+        # agent's RSS for the life of the recording.
         bpf: Any = load_in_child(chosen, config, ncpus)  # nothing attached yet
+        if "net" in chosen:
+            config = dataclasses.replace(config, net_offsets=dict(bpf.net_offsets))
+            variants["net"] = bpf.net_note
         variants["compile"] = "child process (fds handed over)"
     else:
+        if "net" in chosen:
+            config, variants["net"] = net_variant(config)
         bpf = compile_module(chosen, kprobes=why_not is None, config=config, ncpus=ncpus)
         variants["compile"] = "in-process (bcc)"
     compile_s = time.monotonic() - t0
@@ -381,7 +386,7 @@ def load(config: ProbeConfig | None = None) -> Probes:
     return probes
 
 
-def _net_variant(config: ProbeConfig) -> tuple[ProbeConfig, str]:
+def net_variant(config: ProbeConfig) -> tuple[ProbeConfig, str]:
     """The configuration to compile with and the manifest's words for the net variant."""
     if config.net_variant == "tracepoints":
         return dataclasses.replace(config, net_offsets={}), "tracepoints: requested"

@@ -246,6 +246,8 @@ class RawModule:
         self.funcs = {name.encode(): _Func(fd) for name, fd in progs.items()}
         self.progs = progs
         self.links: dict[str, int] = {}  # "cat:name" → perf event fd
+        self.net_offsets: dict[str, int] = {}  # what the compile child chose for the net family (loader.py)
+        self.net_note = ""
 
     def __getitem__(self, name: bytes) -> RawMap:
         return self.maps[name.decode()]
