@@ -94,7 +94,8 @@ import pandas, pyarrow.parquet  # what the recorder holds anyway
 from vhtune.probes import load
 p = load()
 status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
-print(p.variants["compile"], "bcc" in sys.modules, int(status["VmRSS"].split()[0]) // 1024)
+mb = {k: int(status[k].split()[0]) // 1024 for k in ("VmRSS", "RssAnon", "RssFile")}
+print(p.variants["compile"], "bcc" in sys.modules, mb["VmRSS"], mb["RssAnon"], mb["RssFile"])
 p.close()
 """
 
@@ -105,6 +106,11 @@ def test_child_path_keeps_llvm_out_of_the_agent() -> None:
     import sys
 
     out = subprocess.run([sys.executable, "-c", RSS_PROBE], capture_output=True, text=True, timeout=120, check=True)
-    compile_where, bcc_loaded, rss_mb = out.stdout.strip().rsplit(" ", 2)
+    compile_where, bcc_loaded, rss, anon, file = out.stdout.strip().rsplit(" ", 4)
+    print(f"VmRSS {rss} MB: {anon} MB anonymous, {file} MB file-backed")
     assert compile_where == "child process (fds handed over)" and bcc_loaded == "False"
-    assert int(rss_mb) < 150, f"VmRSS {rss_mb} MB"
+    # LLVM in the agent would add ~125 MB of its own. The file-backed part (shared library text of pandas,
+    # pyarrow, numpy) depends on the page cache — fault-around maps neighbours that happen to be resident: the
+    # same venv files gave 52 MB in a long-used checkout and 88 MB in a fresh clone — so the bound is on the
+    # memory the agent itself allocates.
+    assert int(anon) < 100, f"RssAnon {anon} MB (VmRSS {rss} MB)"
