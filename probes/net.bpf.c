@@ -14,7 +14,6 @@
 BPF_ARRAY(ifname_len_filter, u32, VHT_IFNAME_LEN_SLOTS); /* name length incl. NUL → taps of that length */
 BPF_PERCPU_ARRAY(tap_stats, struct vht_tap_stats, VHT_MAX_TAPS);
 BPF_ARRAY(skb_owner, struct vht_skb_owner, VHT_SKB_TRACK);
-BPF_HASH(drops, struct vht_drop_key, u64, VHT_HASH_ENTRIES);
 
 /* sk_buff heads come from a slab of 256-byte objects: drop the low 8 bits before indexing. */
 static __always_inline u32 vht_skb_idx(u64 skb)
@@ -107,15 +106,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
         return 0;
     struct vht_drop_key key = {.slot = o->slot, .dir = o->dir, .reason = args->reason};
     o->skb = 0;
-    u64 *n = drops.lookup(&key);
-    if (!n) {
-        u64 zero = 0;
-        if (drops.update(&key, &zero) != 0)
-            vht_lose(VHT_LOST_DROP);
-        n = drops.lookup(&key);
-    }
-    if (n)
-        __sync_fetch_and_add(n, 1);
+    vht_count_drop(&key);
     return 0;
 }
 

@@ -18,7 +18,6 @@
 
 BPF_ARRAY(tap_gen, u32, 1);                             /* bumped by user space when the watched taps change */
 BPF_ARRAY(dev_cache, struct vht_dev_ent, VHT_DEV_CACHE);
-BPF_HASH(drops, struct vht_drop_key, u64, VHT_HASH_ENTRIES);
 
 /* Keep the bytes of w before its first NUL (all of w when it has none); *ended says whether one was found.
  * (w - 0x01..) & ~w & 0x80.. has the top bit set in every zero byte at or after the first; its lowest set bit
@@ -70,14 +69,6 @@ RAW_TRACEPOINT_PROBE(kfree_skb)
     s32 iif = 0;
     bpf_probe_read_kernel(&iif, sizeof(iif), skb + VHT_SKB_IIF_OFF);
     struct vht_drop_key key = {.slot = e->slot, .dir = iif == e->ifindex ? VHT_DIR_RX : VHT_DIR_TX, .reason = reason};
-    u64 *n = drops.lookup(&key);
-    if (!n) {
-        u64 init = 0;
-        if (drops.update(&key, &init) != 0)
-            vht_lose(VHT_LOST_DROP);
-        n = drops.lookup(&key);
-    }
-    if (n)
-        __sync_fetch_and_add(n, 1);
+    vht_count_drop(&key);
     return 0;
 }

@@ -1,10 +1,11 @@
-/* The watched taps by name, for both net variants (net.bpf.c, net_counters.bpf.c): `taps` holds every
- * watched name (the truth), `tap_dir` the same direct-mapped by a multiplicative hash of the name's two
+/* The watched taps by name and their drops, for both net variants (net.bpf.c, net_counters.bpf.c): `taps`
+ * holds every watched name (the truth), `tap_dir` the same direct-mapped by a multiplicative hash of the name's two
  * NUL-padded little-endian words, so a hit costs an inlined array read instead of a ~50 ns hash lookup on the
  * 16-byte key. Two watched names in one entry mark it VHT_TAP_SHARED: then the hash answers. */
 
 BPF_HASH(taps, struct vht_ifname, u32, VHT_MAX_TAPS); /* name → tap slot: every watched tap */
 BPF_ARRAY(tap_dir, struct vht_tap_ent, VHT_TAP_DIR);    /* the same, direct-mapped by the name's hash */
+BPF_HASH(drops, struct vht_drop_key, u64, VHT_HASH_ENTRIES); /* (slot, direction, reason) → kfree_skb count */
 
 /* The watched-tap slot of `ifn` (a name already NUL-padded to 16 bytes), or VHT_NOSLOT. */
 static __always_inline u32 vht_tap_lookup(struct vht_ifname *ifn)
@@ -18,4 +19,18 @@ static __always_inline u32 vht_tap_lookup(struct vht_ifname *ifn)
         return (e->n0 == w[0] && e->n1 == w[1]) ? e->slot : VHT_NOSLOT;
     u32 *slot = taps.lookup(ifn);
     return slot ? *slot : VHT_NOSLOT;
+}
+
+/* Count one kfree_skb against (tap slot, direction, reason); a full map is counted as lost. */
+static __always_inline void vht_count_drop(struct vht_drop_key *key)
+{
+    u64 *n = drops.lookup(key);
+    if (!n) {
+        u64 zero = 0;
+        if (drops.update(key, &zero) != 0)
+            vht_lose(VHT_LOST_DROP);
+        n = drops.lookup(key);
+    }
+    if (n)
+        __sync_fetch_and_add(n, 1);
 }
