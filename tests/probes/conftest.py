@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -18,11 +19,18 @@ def probes(require_root: None) -> Iterator[Probes]:
         p.close()
 
 
-@pytest.fixture
-def maps(probes: Probes) -> Iterator[ProbeMaps]:
+@contextlib.contextmanager
+def fresh_maps(probes: Probes) -> Iterator[ProbeMaps]:
+    """Maps of ``probes`` with nothing watched and nothing left from earlier tests; targets let go after."""
     m = ProbeMaps(probes)
     m.read()  # clears hash maps left by earlier tests
     try:
         yield m
     finally:
         m.apply(TargetSet())
+
+
+@pytest.fixture
+def maps(probes: Probes) -> Iterator[ProbeMaps]:
+    with fresh_maps(probes) as m:
+        yield m

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.probes.conftest import fresh_maps
 from tests.probes.helpers import NetnsTap, eth_frame, netns_tap
 from vhtune.probes import ProbeConfig, ProbeMaps, Probes, TapTarget, TargetSet, load
 from vhtune.probes.layouts import tap_dir_index
@@ -35,12 +36,8 @@ def net_probes(request: pytest.FixtureRequest, require_root: None) -> Iterator[P
 
 @pytest.fixture
 def maps(net_probes: Probes) -> Iterator[ProbeMaps]:
-    m = ProbeMaps(net_probes)
-    m.read()
-    try:
+    with fresh_maps(net_probes) as m:
         yield m
-    finally:
-        m.apply(TargetSet())
 
 
 def _counters(maps: ProbeMaps) -> bool:

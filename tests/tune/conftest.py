@@ -144,3 +144,16 @@ def _dying_knob(name, target):
     return knob
 engine.make_knob = _dying_knob
 """
+
+
+def run_dying_child(child: str, *args: object) -> str:
+    """Run a DIE_AFTER_APPLY script with ``args``; it must have been SIGKILLed mid-apply. Returns its plan id."""
+    proc = subprocess.run(
+        [sys.executable, "-c", child, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=os.environ.copy(),
+    )
+    assert proc.returncode == -9, proc.stderr
+    return proc.stdout.split()[0]

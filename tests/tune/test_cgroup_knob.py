@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tune.conftest import DIE_AFTER_APPLY, backend_thread, snapshot_with
+from tests.tune.conftest import DIE_AFTER_APPLY, backend_thread, run_dying_child, snapshot_with
 from vhtune.cpulist import parse_cpulist
 from vhtune.discover.model import ROLE_VCPU, ThreadInfo
 from vhtune.errors import TuneError
@@ -161,15 +161,7 @@ def test_sigkill_mid_apply_then_rollback(worker: tuple[int, int], test_cgroup: C
     original = test_cgroup.cpus.read_text()
     allowed_before = _allowed(pid, tid)
     cpu = max(parse_cpulist(original))
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(pid), str(tid), str(cpu)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=os.environ.copy(),
-    )
-    assert proc.returncode == -9, proc.stderr
-    plan_id = proc.stdout.split()[0]
+    plan_id = run_dying_child(CHILD, pid, tid, cpu)
     assert test_cgroup.cpus.read_text() == f"{cpu}\n"
     assert [e["event"] for e in Journal(plan_id, state_root).entries()] == ["saved"]
     rollback_plan(plan_id, state_root)

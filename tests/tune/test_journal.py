@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.tune.conftest import DIE_AFTER_APPLY
+from tests.tune.conftest import DIE_AFTER_APPLY, run_dying_child
 from vhtune.tune.engine import rollback_plan
 from vhtune.tune.journal import Journal
 
@@ -40,15 +38,7 @@ def test_sigkill_mid_apply_then_rollback(worker: tuple[int, int], restore_files:
     busy_before = int(busy.read_text())
     aff_before = os.sched_getaffinity(tid)
     cpu = max(aff_before)
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(pid), str(tid), str(cpu), str(busy_before + 11)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=os.environ.copy(),
-    )
-    assert proc.returncode == -9, proc.stderr
-    plan_id = proc.stdout.split()[0]
+    plan_id = run_dying_child(CHILD, pid, tid, cpu, busy_before + 11)
     # Both values were changed; the journal saw "saved" for both and "applied" only for the first.
     assert int(busy.read_text()) == busy_before + 11
     assert os.sched_getaffinity(tid) == {cpu}
