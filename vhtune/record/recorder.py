@@ -295,9 +295,7 @@ class Recorder:
                 # change within milliseconds of an interval boundary, so their first and last intervals are
                 # whole (the interval itself stretches by the discovery time, measured below).
                 next_refresh = time.monotonic() + opts.refresh_s
-                snap = self._snapshot()
-                if snap is not None or opts.selection.pids or opts.selection.controls:
-                    want = build(snap, opts.selection)
+                want = self._wanted()
             now = time.monotonic()
             d = maps.read()
             targets = maps.targets
@@ -328,6 +326,15 @@ class Recorder:
             if index % opts.flush_every == 0:
                 writer.flush()
 
+    def _wanted(self) -> TargetSet | None:
+        """What to watch now, from a fresh discovery; None when discovery failed and only it names targets
+        (the previous targets stay)."""
+        snap = self._snapshot()
+        sel = self.opts.selection
+        if snap is None and not (sel.pids or sel.controls):
+            return None
+        return build(snap, sel)
+
     def _wait_watching_fds(self, until: float, fdwatch: FdTableWatch, maps: ProbeMaps, writer: RecordingWriter) -> None:
         """Sleep until ``until`` (or a stop); meanwhile, when a watched process gains fds, re-discover and
         start watching what is new right away. Only additions are applied mid-interval: a target that went
@@ -339,10 +346,9 @@ class Recorder:
             self.stop.event.wait(min(left, CHECK_EVERY_S))
             if self.stop.event.is_set() or not fdwatch.grew(_watched_pids(maps.targets)):
                 continue
-            snap = self._snapshot()
-            if snap is None and not (self.opts.selection.pids or self.opts.selection.controls):
+            want = self._wanted()
+            if want is None:
                 continue
-            want = build(snap, self.opts.selection)
             cur = maps.targets
             merged = TargetSet({**want.threads, **cur.threads}, {**want.taps, **cur.taps}, {**want.fds, **cur.fds})
             self._note(writer, maps.apply(merged))
