@@ -19,16 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 from vhtune.backend import net
 from vhtune.backend.datapath import PortIO, QueuePath
-from vhtune.backend.memory import GuestMemory, RegionDesc
 from vhtune.backend.ports import Tap
+from vhtune.backend.privring import private_ring
 from vhtune.backend.proc import BackendProcess
 from vhtune.backend.stats import QueueStats, Tunables
-from vhtune.backend.virtqueue import Virtqueue
 from vhtune.lab import dpdk
 
 WARM, WINDOW = 0.5, 1.0
@@ -186,39 +184,24 @@ def tap_pair(ns: str, name: str) -> tuple[float, float, float, float]:
 def tap_inprocess(ns: str, name: str, burst: int = 256, rounds: int = 400) -> tuple[float, float]:
     """The tap port's own cost, no front-end: a memfd ring kept full of 64-byte frames is pushed through
     the TX data path into the tap; returns (ours, raw) packets per CPU-second of the writing thread."""
-    size, num = 4 << 20, 256
-    fd = os.memfd_create("vhtune-bench")
-    os.ftruncate(fd, size)
-    mem = GuestMemory.map([RegionDesc(0, size, 0x7F0000000000, 0)], [fd])
-    os.close(fd)
     frame = bytes(net.HDR_LEN) + _testpmd_like_frame(64)
-    vq = Virtqueue(1)
-    vq.num, vq.addrs = num, (0x7F0000000000, 0x7F0000001000, 0x7F0000002000)
-    vq.attach(mem)
-    arr = mem.regions[0].arr
-    for i in range(num):
-        struct.pack_into("<QIHH", arr, 16 * i, 0x10000 + 128 * i, len(frame), 0, 0)
-        arr[0x10000 + 128 * i : 0x10000 + 128 * i + len(frame)] = np.frombuffer(frame, dtype=np.uint8)
-        struct.pack_into("<H", arr, 0x1000 + 4 + 2 * i, i)
-    del arr  # no view of guest memory may outlive the mapping
-    tap = Tap(name, ns, 1)
-    try:
-        path = QueuePath(vq, QueueStats(), Tunables(), PortIO("tap", tap.fds[0]), net.HDR_LEN, True)
-        _quiet()
-        c0 = time.thread_time()
-        for _ in range(rounds):
-            vq.avail_idx[0] = (vq.last_avail + burst) & 0xFFFF
-            path.tx_step(burst)
-        ours_eff = rounds * burst / (time.thread_time() - c0)
-        c0 = time.thread_time()
-        for _ in range(rounds * burst):
-            with contextlib.suppress(BlockingIOError):
-                os.write(tap.fds[0], frame)
-        raw_eff = rounds * burst / (time.thread_time() - c0)
-    finally:
-        tap.close()
-        vq.detach()
-        mem.close()
+    with private_ring(256, frame) as vq:
+        tap = Tap(name, ns, 1)
+        try:
+            path = QueuePath(vq, QueueStats(), Tunables(), PortIO("tap", tap.fds[0]), net.HDR_LEN, True)
+            _quiet()
+            c0 = time.thread_time()
+            for _ in range(rounds):
+                vq.avail_idx[0] = (vq.last_avail + burst) & 0xFFFF
+                path.tx_step(burst)
+            ours_eff = rounds * burst / (time.thread_time() - c0)
+            c0 = time.thread_time()
+            for _ in range(rounds * burst):
+                with contextlib.suppress(BlockingIOError):
+                    os.write(tap.fds[0], frame)
+            raw_eff = rounds * burst / (time.thread_time() - c0)
+        finally:
+            tap.close()
     return ours_eff, raw_eff
 
 

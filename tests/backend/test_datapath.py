@@ -3,48 +3,27 @@
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 
 from vhtune.backend import net
 from vhtune.backend.datapath import PortIO, QueuePath
-from vhtune.backend.memory import GuestMemory, RegionDesc
+from vhtune.backend.privring import private_ring
 from vhtune.backend.stats import QueueStats, Tunables
 from vhtune.backend.virtqueue import Virtqueue
 
-UVA = 0x7F0000000000
 NUM = 64
 
 
 @pytest.fixture
 def ring() -> Iterator[tuple[Virtqueue, QueuePath, int]]:
-    size = 1 << 20
-    fd = os.memfd_create("vhtune-test-dp")
-    os.ftruncate(fd, size)
-    mem = GuestMemory.map([RegionDesc(0, size, UVA, 0)], [fd])
-    os.close(fd)
-    vq = Virtqueue(1)
-    vq.num, vq.addrs = NUM, (UVA, UVA + 0x1000, UVA + 0x2000)
-    vq.attach(mem)
-    arr = mem.regions[0].arr
-    frame = net.rx_header(0) + net.make_frame(64)
-    for i in range(NUM):
-        struct.pack_into("<QIHH", arr, 16 * i, 0x10000 + 128 * i, len(frame), 0, 0)
-        arr[0x10000 + 128 * i : 0x10000 + 128 * i + len(frame)] = np.frombuffer(frame, dtype=np.uint8)
-        struct.pack_into("<H", arr, 0x1000 + 4 + 2 * i, i)
-    del arr
     call = os.eventfd(0, os.EFD_NONBLOCK)
-    vq.call_fd = call
-    tun = Tunables()
-    path = QueuePath(vq, QueueStats(), tun, PortIO("sink"), net.HDR_LEN, True)
     try:
-        yield vq, path, call
+        with private_ring(NUM, net.rx_header(0) + net.make_frame(64)) as vq:
+            vq.call_fd = call
+            yield vq, QueuePath(vq, QueueStats(), Tunables(), PortIO("sink"), net.HDR_LEN, True), call
     finally:
-        vq.detach()
-        mem.close()
         os.close(call)
 
 
@@ -86,3 +65,10 @@ def test_used_entries_after_wrap_of_the_ring(ring) -> None:  # type: ignore[no-u
     # Avail slot i always holds head i, so after 150 entries every used slot s must hold head s.
     assert ids == list(range(NUM))
     assert int(vq.used_hdr[1]) == 150
+
+
+@pytest.mark.parametrize(("num", "frame_len"), [(0, 64), (257, 64), (64, 129)])
+def test_private_ring_refuses_a_layout_that_overlaps(num: int, frame_len: int) -> None:
+    # 257 descriptors (16 bytes each) would run into the avail ring at +0x1000; a 129-byte frame into the next.
+    with pytest.raises(ValueError, match="do not fit"), private_ring(num, bytes(frame_len)):
+        pass
