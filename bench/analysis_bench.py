@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CHILD = r"""
 import json, resource, sys, time
@@ -49,7 +50,7 @@ print(json.dumps({"wall_s": wall, "rss_bytes": rss, **extra}))
 GOALS = {"analyze": (10.0, 2 * 1024**3), "report": (5.0, None)}
 
 
-def _step(step: str, d: Path, out: Path) -> dict[str, object]:
+def _step(step: str, d: Path, out: Path) -> dict[str, Any]:
     p = subprocess.run(
         [sys.executable, "-c", CHILD, step, str(d), str(out)], capture_output=True, text=True, timeout=900, check=True
     )
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> int:
         anchor = _step("anchor", d, Path(tmp) / "x")
         an = _step("analyze", d, Path(tmp) / "x")
         rep = _step("report", d, Path(tmp) / "report.html")
-    aw = float(anchor["wall_s"])  # type: ignore[arg-type]
+    aw = float(anchor["wall_s"])
     print(
         f"recording: {a.vms} VMs x {a.seconds} s x 1 s intervals, {anchor['rows']:,} rows, {size / 1e6:.0f} MB "
         f"Parquet (generated in {gen_s:.1f} s)"
@@ -88,7 +89,7 @@ def main(argv: list[str]) -> int:
     ]
     ok_all = True
     for name, r, goal in rows:
-        wall, rss = float(r["wall_s"]), int(r["rss_bytes"])  # type: ignore[arg-type]
+        wall, rss = float(r["wall_s"]), int(r["rss_bytes"])
         gw, gr = GOALS.get(goal or "", (None, None))
         ok = (gw is None or wall < gw) and (gr is None or rss < gr)
         ok_all &= ok
@@ -96,9 +97,9 @@ def main(argv: list[str]) -> int:
         goal_mb = f"{gr / 1e6:>9.0f}" if gr else " " * 9
         print(f"{name:<34}{wall:>9.2f}{wall / aw:>10.1f}x{goal_s}{rss / 1e6:>13.0f}{goal_mb}  {'yes' if ok else 'NO'}")
     print(
-        f"findings: {an['findings']} ({', '.join(an['ids'])}); load alone {float(an['load_s']):.2f} s; "  # type: ignore[arg-type]
+        f"findings: {an['findings']} ({', '.join(an['ids'])}); load alone {float(an['load_s']):.2f} s; "
         f"report {int(rep['bytes']) / 1e3:.0f} kB"
-    )  # type: ignore[call-overload]
+    )
     return 0 if ok_all else 1
 
 

@@ -77,8 +77,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(row))
     print("scenario       metric              dpdk          vhtune        ratio   max wall s")
     for r in rows:
-        d = f"{r['dpdk']:.1f}" if r["dpdk"] is not None else "-"
-        v = f"{r['vhtune']:.1f}" if r["vhtune"] is not None else "FAILED"
-        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
-        print(f"{r['scenario']:<14} {r['metric']:<19} {d:>12}  {v:>12}  {ratio:>6}  {r['wall_s_max'] or '-'}")
+        d_s = f"{r['dpdk']:.1f}" if r["dpdk"] is not None else "-"
+        v_s = f"{r['vhtune']:.1f}" if r["vhtune"] is not None else "FAILED"
+        ratio_s = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
+        print(f"{r['scenario']:<14} {r['metric']:<19} {d_s:>12}  {v_s:>12}  {ratio_s:>6}  {r['wall_s_max'] or '-'}")
     return 0

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,16 @@ def open_fds() -> set[int]:
     return {int(x) for x in os.listdir("/proc/self/fd")}
 
 
+def wait_for(pred: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds pass; its last answer, for an assert."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return bool(pred())
+
+
 @dataclass
 class Running:
     daemon: Daemon
@@ -29,6 +41,11 @@ class Running:
 
     def connect(self) -> Frontend:
         return Frontend.connect(self.path)
+
+    def queue_stats(self, index: int) -> dict[str, Any]:
+        """One virtqueue's entry of the control socket's stats."""
+        queues: list[dict[str, Any]] = self.control.stats()["queues"]
+        return queues[index]
 
     def stop(self) -> None:
         self.daemon.request_stop()

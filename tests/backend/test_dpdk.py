@@ -7,26 +7,17 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from tests.backend.conftest import BackendProc
+from tests.backend.conftest import BackendProc, wait_for
 from vhtune.lab import dpdk
 
 pytestmark = pytest.mark.slow
 BURST = 32
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def settled(be: BackendProc, key: str, idx: list[int]) -> int:
@@ -41,7 +32,7 @@ def settled(be: BackendProc, key: str, idx: list[int]) -> int:
     return last
 
 
-def fe(sock: str, mode: str, queues: int = 1, **kw: object) -> dpdk.Testpmd:
+def fe(sock: str, mode: str, queues: int = 1, **kw: Any) -> dpdk.Testpmd:
     return dpdk.frontend(Path(sock), mode=mode, queues=queues, fwd_cpu=0, main_cpu=1, **kw)
 
 
@@ -50,9 +41,9 @@ def test_txonly_into_sink_counts_every_packet(short_tmp: Path, memory: str) -> N
     # nohuge: memfd guest memory; hugepages: hugetlbfs-backed, mmap length aligned to the 2 MiB page.
     be = BackendProc(short_tmp, "sink", "--cpu", "1")
     try:
-        extra = {"memory": "hugepages", "mem_mb": 64} if memory == "hugepages" else {}
+        extra: dict[str, Any] = {"memory": "hugepages", "mem_mb": 64} if memory == "hugepages" else {}
         with fe(be.sock, "txonly", **extra) as t:
-            assert wait_for(lambda: be.control.stats()["queues"][1]["running"])
+            assert wait_for(lambda: be.control.stats()["queues"][1]["running"], 10)
             fwd = t.run_for(1.0)
         sent = dpdk.total(fwd, "tx_packets")
         got = settled(be, "packets", [1])
@@ -69,7 +60,7 @@ def test_rxonly_from_gen(short_tmp: Path) -> None:
     be = BackendProc(short_tmp, "gen:64", "--cpu", "1")
     try:
         with fe(be.sock, "rxonly") as t:
-            assert wait_for(lambda: be.control.stats()["queues"][0]["running"])
+            assert wait_for(lambda: be.control.stats()["queues"][0]["running"], 10)
             t.run_for(1.0)
             delivered = settled(be, "packets", [0])
             # NIC counters count since port start, when the back-end began filling the ring.
@@ -85,7 +76,7 @@ def test_io_with_echo_bounces_frames(short_tmp: Path) -> None:
     be = BackendProc(short_tmp, "echo", "--cpu", "1")
     try:
         with fe(be.sock, "io") as t:
-            assert wait_for(lambda: all(q["running"] for q in be.control.stats()["queues"]))
+            assert wait_for(lambda: all(q["running"] for q in be.control.stats()["queues"]), 10)
             t.cmd("start tx_first")
             t.started = True
             time.sleep(1.0)
@@ -103,7 +94,7 @@ def test_two_queue_pairs(short_tmp: Path) -> None:
     be = BackendProc(short_tmp, "sink", "--cpu", "1", "--queues", "2")
     try:
         with fe(be.sock, "txonly", queues=2) as t:
-            assert wait_for(lambda: be.control.stats()["queues"][3]["running"])
+            assert wait_for(lambda: be.control.stats()["queues"][3]["running"], 10)
             fwd = t.run_for(1.0)
             tids = {q["tid"] for q in be.control.queues() if q["dir"] == "tx"}
             comms = {Path(f"/proc/{be.pid}/task/{tid}/comm").read_text().strip() for tid in tids}
@@ -125,16 +116,16 @@ def test_frontend_sigkill_and_reconnect_cycles(short_tmp: Path) -> None:
         rss = []
         for k in range(cycles):
             with fe(be.sock, "io") as t:
-                assert wait_for(lambda: be.control.stats()["connected"])
+                assert wait_for(lambda: be.control.stats()["connected"], 10)
                 t.cmd("start tx_first")
                 t.started = True
                 before = be.control.stats()["queues"][1]["packets"]
-                assert wait_for(lambda: be.control.stats()["queues"][1]["packets"] > before + 100)  # noqa: B023
+                assert wait_for(lambda: be.control.stats()["queues"][1]["packets"] > before + 100, 10)  # noqa: B023
                 os.kill(t.pid, signal.SIGKILL)
                 assert t.proc is not None
                 t.proc.wait(10)
                 t.started = False
-            assert wait_for(lambda: not be.control.stats()["connected"]), f"cycle {k}"
+            assert wait_for(lambda: not be.control.stats()["connected"], 10), f"cycle {k}"
             assert not any(q["running"] for q in be.control.queues())
             if fds0 is None:
                 time.sleep(0.2)  # the control server closes our last query's socket asynchronously
@@ -156,9 +147,9 @@ def test_gen_reconnect_releases_guest_memory(short_tmp: Path) -> None:
         time.sleep(0.2)
         fds0 = be.fds()
         with fe(be.sock, "rxonly") as t:
-            assert wait_for(lambda: be.control.stats()["queues"][0]["running"])
+            assert wait_for(lambda: be.control.stats()["queues"][0]["running"], 10)
             t.run_for(0.5)
-        assert wait_for(lambda: not be.control.stats()["connected"])
+        assert wait_for(lambda: not be.control.stats()["connected"], 10)
         assert wait_for(lambda: be.fds() == fds0, 3), sorted(be.fds() ^ fds0)
         maps = Path(f"/proc/{be.pid}/maps").read_text()
         assert "memfd" not in maps and "hugepages" not in maps

@@ -16,28 +16,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.backend.conftest import Running, open_fds, start_backend
+from tests.backend.conftest import Running, open_fds, start_backend, wait_for
 from tests.backend.frontend import F_INDIRECT, F_NEXT, F_WRITE, GPA, MEM_SIZE, UVA, Frontend
 from vhtune.backend import messages as m
 from vhtune.backend import net
 from vhtune.backend.messages import Req
 
 NR = m.VERSION | m.FLAG_NEED_REPLY
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return bool(pred())
 
 
 @pytest.fixture
@@ -92,10 +83,6 @@ def ready(r: Running, queues: tuple[int, ...] = (0, 1), num: int = 256) -> Front
     for q in queues:
         fe.setup_queue(q, num)
     return fe
-
-
-def qst(r: Running, i: int) -> dict:  # type: ignore[type-arg]
-    return r.control.stats()["queues"][i]
 
 
 def expect_close(fe: Frontend) -> None:
@@ -373,7 +360,7 @@ def test_14_avail_idx_jump(env) -> None:  # type: ignore[no-untyped-def]
     fe.publish(1, 300)  # ring of 256
     fe.do_kick(1)
     logged(caplog, "vq1.avail.idx", "moved 300 entries")
-    assert wait_for(lambda: qst(r, 1)["broken"] is not None)
+    assert wait_for(lambda: r.queue_stats(1)["broken"] is not None)
     fe.close()
 
 
@@ -396,7 +383,7 @@ def test_15_bad_chains(env, case: str) -> None:  # type: ignore[no-untyped-def]
     fe.do_kick(1)
     assert fe.wait_used(1, 1) == [(0, 0)]  # returned, len 0
     logged(caplog, "vq1.desc[0].next")
-    assert wait_for(lambda: qst(r, 1)["drops"].get("bad_descriptor") == 1)
+    assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_descriptor") == 1)
     fe.close()
 
 
@@ -413,7 +400,7 @@ def test_16_bad_descriptor_addresses(env, case: str) -> None:  # type: ignore[no
     fe.do_kick(1)
     assert fe.wait_used(1, 1) == [(0, 0)]
     logged(caplog, "vq1.desc[0]", "zero-length" if case == "zero_len" else "")
-    assert wait_for(lambda: qst(r, 1)["drops"].get("bad_descriptor") == 1)
+    assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_descriptor") == 1)
     fe.close()
 
 
@@ -477,7 +464,7 @@ def test_19_header_split_and_short_chain(env) -> None:  # type: ignore[no-untype
     fe.do_kick(1)
     assert len(fe.wait_used(1, 2)) == 2
     logged(caplog, "vq1.chain[", "shorter than the header")
-    assert wait_for(lambda: qst(r, 1)["packets"] == 1 and qst(r, 0)["packets"] == 1)
+    assert wait_for(lambda: r.queue_stats(1)["packets"] == 1 and r.queue_stats(0)["packets"] == 1)
     fe.close()
 
 
@@ -493,7 +480,7 @@ def test_20_bogus_offload_fields(env, case: str) -> None:  # type: ignore[no-unt
     fe.tx(1, [net.make_frame(64)], hdr=hdr)
     assert fe.wait_used(1, 1) == [(0, 0)]
     logged(caplog, "vq1.chain[0]", {"gso": "gso_type", "needs_csum": "NEEDS_CSUM", "unknown_flag": "unknown"}[case])
-    assert wait_for(lambda: qst(r, 1)["drops"].get("bad_header") == 1)
+    assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_header") == 1)
     fe.close()
 
 
@@ -529,7 +516,7 @@ def test_21_descriptors_rewritten_while_read(env) -> None:  # type: ignore[no-un
     finally:
         stop.set()
         t.join()
-    st = qst(r, 1)
+    st = r.queue_stats(1)
     assert st["packets"] + sum(st["drops"].values()) == 256
     fe.close()
 
@@ -580,7 +567,7 @@ def test_23_rx_never_refilled(env, short_tmp: Path) -> None:  # type: ignore[no-
         fe.tx(1, [net.make_frame(64)] * 100)
         assert len(fe.wait_used(1, 100)) == 100
     assert len(fe.wait_used(0, 4)) == 4
-    assert wait_for(lambda: qst(r, 0)["drops"].get("no_rx_buffer") == 996)
+    assert wait_for(lambda: r.queue_stats(0)["drops"].get("no_rx_buffer") == 996)
     logged(caplog, "vq0", "no free buffer", level=logging.WARNING)
     fe.close()
     # gen with an empty RX ring sleeps on the kick eventfd: its worker burns no CPU.
@@ -656,8 +643,8 @@ def test_25_frontend_sigkilled_mid_traffic(env) -> None:  # type: ignore[no-unty
         p = subprocess.Popen([sys.executable, "-c", _KILLED_FRONTEND, r.path, repo], stdout=subprocess.PIPE, text=True)
         try:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-            before = qst(r, 1)["packets"]
-            assert wait_for(lambda: qst(r, 1)["packets"] > before + 32)  # noqa: B023
+            before = r.queue_stats(1)["packets"]
+            assert wait_for(lambda: r.queue_stats(1)["packets"] > before + 32)  # noqa: B023
         finally:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
@@ -688,7 +675,7 @@ def test_26_oversize_packets(env, case: str) -> None:  # type: ignore[no-untyped
         fe.tx(1, [net.make_frame(2000)])
         assert fe.wait_used(1, 1) == [(0, 0)]
         logged(caplog, "exceeds 1514")
-        assert wait_for(lambda: qst(r, 1)["drops"].get("too_big") == 1)
+        assert wait_for(lambda: r.queue_stats(1)["drops"].get("too_big") == 1)
     else:
         parts = [fe.alloc(40000), fe.alloc(40000)]
         fe.write(parts[0], net.rx_header(0))

@@ -9,24 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.backend.conftest import Running, open_fds, start_backend
+from tests.backend.conftest import Running, open_fds, start_backend, wait_for
 from tests.backend.frontend import F_INDIRECT, F_WRITE, GPA
 from vhtune.backend import messages as m
 from vhtune.backend import net
 from vhtune.backend.messages import Req
-
-
-def wait_for(pred, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return bool(pred())
-
-
-def qstats(r: Running, i: int) -> dict:  # type: ignore[type-arg]
-    return r.control.stats()["queues"][i]
 
 
 def test_features_and_replies(backend: Running) -> None:
@@ -58,8 +45,8 @@ def test_tx_sink_counts_and_returns_buffers(backend: Running) -> None:
         for k in range(0, 100, 20):
             fe.tx(1, frames[k : k + 20])
             assert len(fe.wait_used(1, 20)) == 20
-        assert wait_for(lambda: qstats(backend, 1)["packets"] == 100)
-        st = qstats(backend, 1)
+        assert wait_for(lambda: backend.queue_stats(1)["packets"] == 100)
+        st = backend.queue_stats(1)
         assert st["bytes"] == 100 * 64 and st["kicks"] >= 1 and st["drops"] == {}
         q = backend.control.queues()[1]
         assert q["tid"] and os.path.exists(f"/proc/self/task/{q['tid']}")
@@ -90,7 +77,7 @@ def test_echo_swaps_macs_into_rx(short_tmp: Path) -> None:
             assert hdr[6] == 1  # num_buffers
             assert data[12:] == bytes.fromhex("bbbbbbbbbbbbaaaaaaaaaaaa0800") + b"x" * 50
         # Call eventfd fired for RX.
-        assert wait_for(lambda: qstats(r, 0)["calls"] >= 1)
+        assert wait_for(lambda: r.queue_stats(0)["calls"] >= 1)
     finally:
         fe.close()
         r.stop()
@@ -114,7 +101,7 @@ def test_gen_fills_rx_and_mrg_spans_buffers(short_tmp: Path) -> None:
         # Plain 2 KiB buffers take the vectorized path.
         fe.post_rx(0, 64)
         assert len(fe.wait_used(0, 64)) == 64
-        assert wait_for(lambda: qstats(r, 0)["packets"] == 66)
+        assert wait_for(lambda: r.queue_stats(0)["packets"] == 66)
     finally:
         fe.close()
         r.stop()
@@ -144,8 +131,8 @@ def test_indirect_and_split_header(backend: Running) -> None:
         fe.add_chain(1, [(ta, len(table), F_INDIRECT)])
         fe.do_kick(1)
         assert len(fe.wait_used(1, 2)) == 2
-        assert wait_for(lambda: qstats(backend, 1)["packets"] == 2)
-        assert qstats(backend, 1)["bytes"] == 200
+        assert wait_for(lambda: backend.queue_stats(1)["packets"] == 2)
+        assert backend.queue_stats(1)["bytes"] == 200
     finally:
         fe.close()
 
@@ -243,7 +230,7 @@ def test_get_vring_base_stops_and_reconnect_resumes(backend: Running) -> None:
         fe2.setup_queue(1)
         fe2.tx(1, [net.make_frame(64)] * 5)
         assert len(fe2.wait_used(1, 5)) == 5
-        assert wait_for(lambda: qstats(backend, 1)["packets"] == 10)
+        assert wait_for(lambda: backend.queue_stats(1)["packets"] == 10)
     finally:
         fe2.close()
 
@@ -285,7 +272,7 @@ def test_control_set_and_bad_requests(backend: Running) -> None:
         fe.setup_queue(1)
         fe.tx(1, [net.make_frame(64)] * 10)
         assert len(fe.wait_used(1, 10)) == 10
-        assert wait_for(lambda: qstats(backend, 1)["hist"]["1"] >= 1)
+        assert wait_for(lambda: backend.queue_stats(1)["hist"]["1"] >= 1)
     finally:
         fe.close()
 
@@ -306,7 +293,7 @@ def test_rx_write_flag_and_gpa_translation(short_tmp: Path) -> None:
         used = fe.wait_used(0, 2)
         assert (0, 0) in used and any(ln == 76 for _, ln in used)
         assert b >= GPA
-        assert wait_for(lambda: qstats(r, 0)["drops"].get("bad_descriptor") == 1)
+        assert wait_for(lambda: r.queue_stats(0)["drops"].get("bad_descriptor") == 1)
     finally:
         fe.close()
         r.stop()

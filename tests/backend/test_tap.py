@@ -76,7 +76,7 @@ def test_tap_in_netns_both_directions(short_tmp: Path, netns: str) -> None:
             # One UDP datagram to a neighbour inside the netns: the kernel first ARPs for it.
             send = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('10.199.0.2', 9))"
             subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", send], timeout=10, check=True)
-            frames = []
+            frames: list[bytes] = []
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline and not any(f[12:14] == b"\x08\x06" for f in frames):
                 for q in (0, 2):

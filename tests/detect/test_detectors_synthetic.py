@@ -106,7 +106,7 @@ def test_without_backend_counters_uses_ebpf_only(tmp_path: Path) -> None:
     d = write_synthetic(tmp_path / "n", SynthSpec(vms=3, duration_s=10, faults=faults, backend_counters=False))
     rec = api.load(d)
     assert not rec.has_backend_counters
-    top = {}
+    top: dict[str, Finding] = {}
     for f in api.analyze(rec):
         top.setdefault(f.path, f)
     assert top["vm0"].id == "small-batches" and top["vm0"].confidence < 1  # packets per call: an upper bound

@@ -19,7 +19,7 @@ from vhtune.detect.finding import Finding
 
 SCHEDULING = ("backend-cpu-contention", "backend-wakeup-latency")
 
-CASES = [
+CASES: list[tuple[str, str, dict[str, object], str, str, str]] = [
     # fault, scenario, run options, expected top finding, its first knob, a word the first command must contain
     # Move it to a really free CPU (taskset) first; real-time priority on its own CPU (chrt) first when every other
     # CPU holds a busy data-path thread, and then never a move onto such a CPU. cpu-hog: the front-end's forwarding
@@ -111,7 +111,8 @@ def test_healthy_baseline_has_no_warning(scenario: str, tmp_path: Path, monkeypa
     # tests/record). Nothing else may fire on a fault-free run.
     for f in loud:
         if f.id == "backend-thread-saturated":
-            assert f.details["comm"].startswith("vhtune-q") and f.evidence[0].value >= 90, f
+            value = f.evidence[0].value
+            assert f.details["comm"].startswith("vhtune-q") and value is not None and value >= 90, f
     loud = [f for f in loud if f.id != "backend-thread-saturated"]
     assert loud == [], [(f.id, f.subject, f.evidence[0].sentence()) for f in loud]
 

@@ -11,7 +11,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,12 +122,3 @@ def schedstat(pid: int, tid: int | None = None) -> tuple[int, int]:
     path = Path(f"/proc/{pid}/task/{tid}/schedstat") if tid else Path(f"/proc/{pid}/schedstat")
     run, wait, _ = path.read_text().split()
     return int(run), int(wait)
-
-
-def wait_for(pred: object, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():  # type: ignore[operator]
-            return
-        time.sleep(0.01)
-    raise TimeoutError("condition not met")

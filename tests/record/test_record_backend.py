@@ -77,7 +77,7 @@ def test_a_front_end_connecting_mid_recording_is_watched_within_a_fraction_of_a_
     out = tmp_path / "rec"
     opts = BackendOptions(port="sink", cpu=1, suppression=False)  # a call after every burst
     with VhtuneBackend(opts) as be:
-        be_pid = int(be.proc.pid)
+        be_pid = be.pid
         sel = Selection(pids=(be_pid,), controls=(str(be.control),))
         th = RecorderThread(Recorder(RecordOptions(out, sel, interval=0.5, duration=6.0, refresh_s=60.0)), out)
         try:

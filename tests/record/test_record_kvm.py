@@ -122,7 +122,7 @@ def test_cli_with_control_also_records_the_backend_counters(tmp_path: Path, requ
     assert res.used_idx > 1000  # all 10000 unless the shared machine is very busy (then the watchdog ends it)
     bq = read_backend_queues(out)
     # Without -p the recorder samples every vhtune back-end it discovers (other labs may run meanwhile): ours only.
-    bq = bq[bq["pid"] == be.proc.pid]
+    bq = bq.loc[bq["pid"] == be.pid]
     tx = int(bq[bq["dir"] == "tx"]["packets"].sum())
     # The sampler takes a queue's first sighting as its baseline (vhtune/record/backend_counters.py), so
     # the packets of the first sample period after the front-end connected are not in the table.

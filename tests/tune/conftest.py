@@ -110,8 +110,8 @@ def restore_files() -> Iterator[list[Path]]:
     paths: list[Path] = []
     saved: dict[Path, str] = {}
 
-    class Tracker(list):  # type: ignore[type-arg]
-        def append(self, p: Path) -> None:  # type: ignore[override]
+    class Tracker(list[Path]):
+        def append(self, p: Path) -> None:
             saved[p] = p.read_text()
             super().append(p)
 

@@ -15,7 +15,7 @@ import contextlib
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from vhtune.errors import LabError, UsageError, VhtuneError
 from vhtune.lab import dpdk
@@ -70,7 +70,7 @@ class LabBackend(ABC):
     def thread_ids(self) -> list[int]:
         """Data-path thread ids (what a CPU fault pins or competes with)."""
 
-    def __enter__(self) -> LabBackend:
+    def __enter__(self) -> Self:
         try:
             self.launch()
         except BaseException:
@@ -130,6 +130,13 @@ class VhtuneBackend(LabBackend):
 
     def set(self, **kv: Any) -> None:
         self._client().set(**kv)
+
+    @property
+    def pid(self) -> int:
+        """The back-end process's pid, once launched."""
+        if self.proc is None:
+            raise LabError("the vhtune back-end has not been launched")
+        return self.proc.pid
 
     def thread_ids(self) -> list[int]:
         qs = self.raw_stats().get("queues", [])
