@@ -103,14 +103,20 @@ class QueuePath:
         self.running = False
         log.error("vhost-user: %s: queue %d stopped", str(err), self.vq.index)
 
+    def _pending(self) -> int | None:
+        """Buffers the driver has made available and we have not taken; None once a bad avail.idx has
+        stopped the queue (a driver never has more than the ring size outstanding, so a larger jump is
+        corruption)."""
+        try:
+            return self.vq.pending()
+        except ProtocolError as e:
+            self.broken(e)
+            return None
+
     # --- TX: driver → port --------------------------------------------------------------------------------
     def tx_step(self, burst: int) -> int:
         vq = self.vq
-        try:
-            n = min(vq.pending(), burst)
-        except ProtocolError as e:
-            self.broken(e)
-            return 0
+        n = min(self._pending() or 0, burst)
         if not n:
             return 0
         old = vq.used_idx
@@ -282,10 +288,8 @@ class QueuePath:
                 self.drop("no_rx_ring", "RX ring not running", len(frames))
                 return 0
             vq = self.vq
-            try:
-                avail = vq.pending()
-            except ProtocolError as e:
-                self.broken(e)
+            avail = self._pending()
+            if avail is None:
                 return 0
             old = vq.used_idx
             if self._deliver_fast(frames, avail):
@@ -426,11 +430,7 @@ class QueuePath:
         with self.lock:
             vq, mem = self.vq, self.vq.mem
             assert mem is not None
-            try:
-                n = min(vq.pending(), burst)
-            except ProtocolError as e:
-                self.broken(e)
-                return 0
+            n = min(self._pending() or 0, burst)
             if not n:
                 return 0
             data = self._gen_data
@@ -458,11 +458,8 @@ class QueuePath:
         """Read up to ``burst`` frames from the tap queue into RX buffers."""
         fd = self.io.fd
         assert fd is not None
-        vq = self.vq
-        try:
-            room = vq.pending()
-        except ProtocolError as e:
-            self.broken(e)
+        room = self._pending()
+        if room is None:
             return 0
         if not room and self.tun.rx_refill == "wait":
             return 0
