@@ -11,7 +11,7 @@ import pandas as pd
 
 from vhtune.analysis.topology import BACKEND_ROLES, Path
 from vhtune.detect import recommend as R
-from vhtune.detect.evaluate import confidence, context, crossing, score, severity
+from vhtune.detect.evaluate import context, crossing, found
 from vhtune.detect.finding import Evidence, Finding, Recommendation
 from vhtune.detect.placement import CpuChoice, all_cpus, choose_cpu, cpus_of, describe
 
@@ -37,21 +37,15 @@ def _subject(g: pd.DataFrame, tid: int) -> str:
 
 
 def _finding(rec: Recording, det: Detector, tid: int, g: pd.DataFrame, ev: Evidence, quality: float = 1.0) -> Finding:
-    sev = severity(ev)
-    conf = confidence(rec, ev, quality)
-    return Finding(
-        id=det.id,
-        title=det.title,
+    return found(
+        rec,
+        det,
+        ev,
         subject=_subject(g, tid),
         subject_kind="thread",
         path=str(g["path"].iloc[-1]),
-        severity=sev,
-        confidence=conf,
-        explanation=det.explanation,
-        evidence=[ev],
-        span=(ev.first, ev.last),
-        score=score(sev, conf, ev),
         details={"tid": tid, "pid": int(g["pid"].iloc[-1]), "comm": str(g["comm"].iloc[-1])},
+        quality=quality,
     )
 
 

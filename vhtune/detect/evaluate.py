@@ -5,14 +5,15 @@ intervals (and at least ``MIN_INTERVALS`` of them), so one noisy interval never 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from vhtune.detect.finding import Evidence, Threshold
+from vhtune.detect.finding import Evidence, Finding, Threshold, severity_rank
 
 if TYPE_CHECKING:
     from vhtune.analysis.recording import Recording
+    from vhtune.detect.table import Detector
 
 MIN_SHARE = 0.2
 MIN_INTERVALS = 2
@@ -76,6 +77,39 @@ def confidence(rec: Recording, ev: Evidence, quality: float = 1.0) -> float:
 
 
 def score(sev: str, conf: float, ev: Evidence) -> float:
-    from vhtune.detect.finding import severity_rank
-
     return round((1 + severity_rank(sev)) * conf * (1 + math.log2(magnitude(ev))) * ev.share, 3)
+
+
+def found(
+    rec: Recording,
+    det: Detector,
+    ev: Evidence,
+    *,
+    subject: str,
+    subject_kind: str,
+    path: str,
+    details: dict[str, Any],
+    quality: float = 1.0,
+    sev: str | None = None,
+    context_evidence: tuple[Evidence, ...] = (),
+    self_explained: bool = False,
+) -> Finding:
+    """A finding of ``det`` whose primary evidence is ``ev``: its span, confidence and score (and severity,
+    unless ``sev`` fixes it) follow from ``ev``; ``context_evidence`` is shown after it and never scored."""
+    sev = sev or severity(ev)
+    conf = confidence(rec, ev, quality)
+    return Finding(
+        id=det.id,
+        title=det.title,
+        subject=subject,
+        subject_kind=subject_kind,
+        path=path,
+        severity=sev,
+        confidence=conf,
+        explanation=det.explanation,
+        evidence=[ev, *context_evidence],
+        span=(ev.first, ev.last),
+        score=score(sev, conf, ev),
+        details=details,
+        self_explained=self_explained,
+    )

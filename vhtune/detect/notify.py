@@ -10,7 +10,7 @@ import pandas as pd
 
 from vhtune.analysis.topology import Path
 from vhtune.detect import recommend as R
-from vhtune.detect.evaluate import confidence, context, crossing, score, severity
+from vhtune.detect.evaluate import context, crossing, found
 from vhtune.detect.finding import Evidence, Finding, Recommendation
 
 if TYPE_CHECKING:
@@ -29,22 +29,8 @@ def _paths(rec: Recording) -> list[tuple[Path, pd.DataFrame]]:
 
 
 def _finding(rec: Recording, det: Detector, path: Path, ev: Evidence, quality: float = 1.0) -> Finding:
-    sev = severity(ev)
-    conf = confidence(rec, ev, quality)
-    return Finding(
-        id=det.id,
-        title=det.title,
-        subject=path.name,
-        subject_kind="path",
-        path=path.name,
-        severity=sev,
-        confidence=conf,
-        explanation=det.explanation,
-        evidence=[ev],
-        span=(ev.first, ev.last),
-        score=score(sev, conf, ev),
-        details={"backend_pid": path.backend_pid, "backend_kind": path.backend_kind, "taps": path.taps},
-    )
+    details = {"backend_pid": path.backend_pid, "backend_kind": path.backend_kind, "taps": path.taps}
+    return found(rec, det, ev, subject=path.name, subject_kind="path", path=path.name, details=details, quality=quality)
 
 
 def _busy(g: pd.DataFrame, det: Detector) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vhtune.detect import recommend as R
-from vhtune.detect.evaluate import confidence, context, iso, score
+from vhtune.detect.evaluate import context, found, iso
 from vhtune.detect.finding import Evidence, Finding
 
 if TYPE_CHECKING:
@@ -52,20 +52,17 @@ def cross_numa(rec: Recording, det: Detector) -> list[Finding]:
                 last=iso(rec.span[1]),
                 note=f"back-end on node {node}, guest memory/vCPUs on node(s) {sorted(home)}",
             )
-            conf = confidence(rec, ev, 0.9)
-            f = Finding(
-                id=det.id,
-                title=det.title,
+            f = found(
+                rec,
+                det,
+                ev,
                 subject=f"thread {comm} (tid {tid})",
                 subject_kind="thread",
                 path=path.name,
-                severity="warning",
-                confidence=conf,
-                explanation=det.explanation,
-                evidence=[ev, context("back-end node", float(node), "")],
-                score=score("warning", conf, ev),
-                span=(ev.first, ev.last),
                 details={"tid": tid, "node": node, "home": sorted(home)},
+                quality=0.9,
+                sev="warning",
+                context_evidence=(context("back-end node", float(node), ""),),
             )
             target = min(home)
             cpus = sorted(c for c, n in rec.topology.cpu_node.items() if n == target)

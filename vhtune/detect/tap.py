@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from vhtune.detect import recommend as R
-from vhtune.detect.evaluate import confidence, context, crossing, score, severity
+from vhtune.detect.evaluate import context, crossing, found
 from vhtune.detect.finding import Finding
 from vhtune.detect.notify import _finding as path_finding
 from vhtune.detect.notify import _paths
@@ -48,23 +48,17 @@ def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
         if ev is None:
             continue
         ev.note = _reasons(rec, name)
-        sev = severity(ev)
-        conf = confidence(rec, ev)
         qlen = _txqueuelen(rec, name)
         pathname = str(g["path"].iloc[-1])
-        f = Finding(
-            id=det.id,
-            title=det.title,
+        f = found(
+            rec,
+            det,
+            ev,
             subject=f"tap {name}",
             subject_kind="tap",
             path=pathname,
-            severity=sev,
-            confidence=conf,
-            explanation=det.explanation,
-            evidence=[ev, context("drops", float(g["drops_per_s"].mean()), "/s")],
-            span=(ev.first, ev.last),
-            score=score(sev, conf, ev),
             details={"ifname": name, "txqueuelen": qlen},
+            context_evidence=(context("drops", float(g["drops_per_s"].mean()), "/s"),),
             # tun's ring holds txqueuelen frames: a short one overflows on any burst longer than it, however
             # promptly the reader runs, so a reader waiting for its CPU does not explain these drops away.
             self_explained=qlen is not None and qlen < ADEQUATE_TXQUEUELEN,
