@@ -49,6 +49,14 @@ def _finding(rec: Recording, det: Detector, tid: int, g: pd.DataFrame, ev: Evide
     )
 
 
+def _top_competitor(rec: Recording, comp: pd.DataFrame, f: Finding) -> tuple[pd.Series, str]:
+    """The task that took the most CPU time from the thread (first row of _competitors) and who it is; the
+    finding keeps its row in details["competitor"]."""
+    top = comp.iloc[0]
+    f.details["competitor"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()}
+    return top, describe(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
+
+
 def _move(rec: Recording, tid: int, comm: str, choice: CpuChoice, why: str) -> Recommendation | None:
     """The thread-affinity move ``choice`` allows, with the risk of a CPU that is not really free."""
     if not choice.cpus:
@@ -149,15 +157,13 @@ def contention(rec: Recording, det: Detector) -> list[Finding]:
         why = "other tasks"
         avoid: set[int] = set()
         if len(comp):
-            top = comp.iloc[0]
-            why = describe(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
+            top, why = _top_competitor(rec, comp, f)
             span_ns = max(1.0, float(g["interval_s"].sum()) * 1e9)
             f.evidence.append(
                 context(
                     "competitor on its CPU", 100.0 * float(top["ns"]) / span_ns, "%", f"{why} on CPU {int(top['cpu'])}"
                 )
             )
-            f.details["competitor"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()}
             avoid = {int(x) for x in comp["cpu"]}
         f.evidence.append(context("run-queue wait p99", float(g["runq_p99_us"].median()), "µs"))
         choice = choose_cpu(rec, tid, avoid)
@@ -184,10 +190,8 @@ def wakeup_latency(rec: Recording, det: Detector) -> list[Finding]:
         comm = str(g["comm"].iloc[-1])
         comp = _competitors(rec, tid)
         if len(comp):
-            top = comp.iloc[0]
-            who = describe(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
+            top, who = _top_competitor(rec, comp, f)
             f.evidence.append(context("ran before it", float(top["ns"]) / 1e6, "ms", f"{who} on CPU {int(top['cpu'])}"))
-            f.details["competitor"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()}
         recs = [R.sched_fifo(tid, comm, "its wake-up → run latency drops to the scheduler's preemption cost")]
         if path is not None:
             recs.append(
