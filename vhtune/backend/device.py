@@ -25,6 +25,15 @@ from vhtune.errors import ProtocolError
 log = logging.getLogger("vhtune.backend")
 
 
+def _offered_bits(msg: Message, offered: int) -> int:
+    """The u64 of a SET_FEATURES / SET_PROTOCOL_FEATURES; a front-end may only acknowledge bits we offered."""
+    (bits,) = m.U64.unpack(msg.payload)
+    extra = bits & ~offered
+    if extra:
+        raise ProtocolError(f"bits {extra:#x} were not offered", msg.name, "features")
+    return int(bits)
+
+
 class RingHooks(Protocol):
     """What the daemon does when a ring starts or must stop (stop returns once no worker touches it)."""
 
@@ -154,10 +163,7 @@ class NetDevice:
         return m.U64.pack(self.offered)
 
     def _h_set_features(self, msg: Message) -> None:
-        (f,) = m.U64.unpack(msg.payload)
-        extra = f & ~self.offered
-        if extra:
-            raise ProtocolError(f"bits {extra:#x} were not offered", msg.name, "features")
+        f = _offered_bits(msg, self.offered)
         if self.running and f != self.features:
             # QEMU's vhost-user net sends SET_FEATURES once per queue pair (one vhost_dev each), so pairs
             # after the first repeat it while pair 0 runs: the same value is a no-op, a change is refused.
@@ -176,11 +182,7 @@ class NetDevice:
         return m.U64.pack(net.OFFERED_PROTOCOL)
 
     def _h_set_protocol_features(self, msg: Message) -> None:
-        (f,) = m.U64.unpack(msg.payload)
-        extra = f & ~net.OFFERED_PROTOCOL
-        if extra:
-            raise ProtocolError(f"bits {extra:#x} were not offered", msg.name, "features")
-        self.protocol = f
+        self.protocol = _offered_bits(msg, net.OFFERED_PROTOCOL)
         self.protocol_set = True
 
     def _h_get_queue_num(self, msg: Message) -> bytes:
