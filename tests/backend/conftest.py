@@ -3,7 +3,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,13 @@ class Running:
     def connect(self) -> Frontend:
         return Frontend.connect(self.path)
 
+    @contextmanager
+    def frontend(self, queues: Iterable[int] = (0, 1), num: int = 256) -> Iterator[Frontend]:
+        """A connected front-end after the handshake with ``queues`` set up; closed on the way out."""
+        with self.connect() as fe:
+            fe.start(queues, num)
+            yield fe
+
     def queue_stats(self, index: int) -> dict[str, Any]:
         """One virtqueue's entry of the control socket's stats."""
         queues: list[dict[str, Any]] = self.control.stats()["queues"]
@@ -51,6 +59,12 @@ class Running:
         self.daemon.request_stop()
         self.thread.join(10)
         assert not self.thread.is_alive(), "daemon thread did not stop"
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def start_backend(tmp: Path, port: str = "sink", **tun: object) -> Running:
@@ -76,11 +90,8 @@ def short_tmp() -> Iterator[Path]:
 
 @pytest.fixture
 def backend(short_tmp: Path) -> Iterator[Running]:
-    r = start_backend(short_tmp)
-    try:
+    with start_backend(short_tmp) as r:
         yield r
-    finally:
-        r.stop()
 
 
 class BackendProc(BackendProcess):

@@ -13,7 +13,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from vhtune.backend import messages as m
 from vhtune.backend import net
@@ -68,6 +68,12 @@ class Frontend:
         self.sock.close()
         self.mm.close()
         os.close(self.memfd)
+
+    def __enter__(self) -> Frontend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- wire -----------------------------------------------------------------------------------------
     def send(self, req: int, payload: bytes = b"", fds: Sequence[int] = (), flags: int = m.VERSION) -> None:
@@ -131,12 +137,21 @@ class Frontend:
         base = RING_STRIDE * i
         return base, base + 0x1000, base + 0x2000
 
-    def setup_queue(self, i: int, num: int = 256, enable: bool = True) -> None:
+    def start(self, queues: Iterable[int] = (0, 1), num: int = 256) -> None:
+        """The handshake, then each of ``queues`` set up with ``num`` entries (and enabled)."""
+        self.handshake()
+        for q in queues:
+            self.setup_queue(q, num)
+
+    def setup_queue(self, i: int, num: int = 256, enable: bool = True, base: int = 0) -> None:
+        """Zeroed rings whose free-running avail/used indices start at ``base`` (SET_VRING_BASE)."""
         d, a, u = self.ring_addrs(i, num)
         self.mm[d : d + RING_STRIDE] = bytes(RING_STRIDE)
-        self.num[i], self.avail_idx[i], self.used_seen[i], self.free_head[i] = num, 0, 0, 0
+        struct.pack_into("<H", self.mm, a + 2, base)
+        struct.pack_into("<H", self.mm, u + 2, base)
+        self.num[i], self.avail_idx[i], self.used_seen[i], self.free_head[i] = num, base, base, 0
         self.send(Req.SET_VRING_NUM, m.VRING_STATE.pack(i, num))
-        self.send(Req.SET_VRING_BASE, m.VRING_STATE.pack(i, 0))
+        self.send(Req.SET_VRING_BASE, m.VRING_STATE.pack(i, base))
         self.send(Req.SET_VRING_ADDR, m.VRING_ADDR.pack(i, 0, UVA + d, UVA + u, UVA + a, 0))
         self.call[i] = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.kick[i] = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)

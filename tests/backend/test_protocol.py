@@ -17,8 +17,7 @@ from vhtune.backend.messages import Req
 
 
 def test_features_and_replies(backend: Running) -> None:
-    fe = backend.connect()
-    try:
+    with backend.connect() as fe:
         f = fe.get_u64(Req.GET_FEATURES)
         assert f & (1 << net.VIRTIO_F_VERSION_1) and f & (1 << net.VIRTIO_NET_F_MRG_RXBUF)
         assert not f & (1 << net.VIRTIO_F_IOMMU_PLATFORM)
@@ -31,16 +30,10 @@ def test_features_and_replies(backend: Running) -> None:
         assert (req, flags, payload) == (Req.SET_OWNER, m.VERSION | m.FLAG_REPLY, m.U64.pack(0))
         fe.send(Req.SET_STATUS, m.U64.pack(0xF))
         assert fe.get_u64(Req.GET_STATUS) == 0xF
-    finally:
-        fe.close()
 
 
 def test_tx_sink_counts_and_returns_buffers(backend: Running) -> None:
-    fe = backend.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with backend.frontend() as fe:
         frames = [net.make_frame(64, k) for k in range(100)]
         for k in range(0, 100, 20):
             fe.tx(1, frames[k : k + 20])
@@ -54,17 +47,10 @@ def test_tx_sink_counts_and_returns_buffers(backend: Running) -> None:
             assert fh.read().strip() == "vhtune-q1"
         # The reported fd numbers are the back-end's own: eventfds in this process.
         assert os.readlink(f"/proc/self/fd/{q['kick_fd']}") == "anon_inode:[eventfd]"
-    finally:
-        fe.close()
 
 
 def test_echo_swaps_macs_into_rx(short_tmp: Path) -> None:
-    r = start_backend(short_tmp, "echo")
-    fe = r.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with start_backend(short_tmp, "echo") as r, r.frontend() as fe:
         bufs = fe.post_rx(0, 8)
         frame = bytes.fromhex("aaaaaaaaaaaabbbbbbbbbbbb0800") + b"x" * 50
         fe.tx(1, [frame] * 3)
@@ -78,18 +64,10 @@ def test_echo_swaps_macs_into_rx(short_tmp: Path) -> None:
             assert data[12:] == bytes.fromhex("bbbbbbbbbbbbaaaaaaaaaaaa0800") + b"x" * 50
         # Call eventfd fired for RX.
         assert wait_for(lambda: r.queue_stats(0)["calls"] >= 1)
-    finally:
-        fe.close()
-        r.stop()
 
 
 def test_gen_fills_rx_and_mrg_spans_buffers(short_tmp: Path) -> None:
-    r = start_backend(short_tmp, "gen:1000")
-    fe = r.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with start_backend(short_tmp, "gen:1000") as r, r.frontend() as fe:
         # 300-byte buffers: each 1012-byte packet needs 4 of them with MRG_RXBUF.
         bufs = fe.post_rx(0, 8, size=300)
         used = fe.wait_used(0, 8)
@@ -102,17 +80,10 @@ def test_gen_fills_rx_and_mrg_spans_buffers(short_tmp: Path) -> None:
         fe.post_rx(0, 64)
         assert len(fe.wait_used(0, 64)) == 64
         assert wait_for(lambda: r.queue_stats(0)["packets"] == 66)
-    finally:
-        fe.close()
-        r.stop()
 
 
 def test_indirect_and_split_header(backend: Running) -> None:
-    fe = backend.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with backend.frontend() as fe:
         frame = net.make_frame(100)
         data = net.rx_header(0) + frame
         # Header split 5 + 7 bytes across two descriptors, then the frame: legal with VERSION_1.
@@ -133,31 +104,13 @@ def test_indirect_and_split_header(backend: Running) -> None:
         assert len(fe.wait_used(1, 2)) == 2
         assert wait_for(lambda: backend.queue_stats(1)["packets"] == 2)
         assert backend.queue_stats(1)["bytes"] == 200
-    finally:
-        fe.close()
 
 
 def test_u16_wrap_and_event_idx(backend: Running) -> None:
-    fe = backend.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
+    with backend.frontend(queues=(0,)) as fe:
         # Start the TX ring just below the u16 wrap.
-        fe.num[1], fe.avail_idx[1], fe.used_seen[1], fe.free_head[1] = 64, 65530, 65530, 0
-        d, a, u = fe.ring_addrs(1, 64)
-        fe.mm[d : d + 0x4000] = bytes(0x4000)
-        struct.pack_into("<H", fe.mm, a + 2, 65530)
-        struct.pack_into("<H", fe.mm, u + 2, 65530)
-        fe.send(Req.SET_VRING_NUM, m.VRING_STATE.pack(1, 64))
-        fe.send(Req.SET_VRING_BASE, m.VRING_STATE.pack(1, 65530))
-        from tests.backend.frontend import UVA
-
-        fe.send(Req.SET_VRING_ADDR, m.VRING_ADDR.pack(1, 0, UVA + d, UVA + u, UVA + a, 0))
-        fe.call[1] = os.eventfd(0, os.EFD_NONBLOCK)
-        fe.kick[1] = os.eventfd(0, os.EFD_NONBLOCK)
-        fe.send(Req.SET_VRING_CALL, m.U64.pack(1), [fe.call[1]])
-        fe.send(Req.SET_VRING_KICK, m.U64.pack(1), [fe.kick[1]])
-        fe.send(Req.SET_VRING_ENABLE, m.VRING_STATE.pack(1, 1))
+        fe.setup_queue(1, 64, base=65530)
+        _, a, u = fe.ring_addrs(1, 64)
         # used_event far away: no call expected; then set it to fire.
         struct.pack_into("<H", fe.mm, a + 4 + 2 * 64, 100)
         fe.tx(1, [net.make_frame(64)] * 12)
@@ -172,8 +125,6 @@ def test_u16_wrap_and_event_idx(backend: Running) -> None:
         fe.tx(1, [net.make_frame(64)])
         assert len(fe.wait_used(1, 1)) == 1
         assert wait_for(lambda: _eventfd_count(fe.call[1]) >= 1)
-    finally:
-        fe.close()
 
 
 def _eventfd_count(fd: int) -> int:
@@ -184,13 +135,8 @@ def _eventfd_count(fd: int) -> int:
 
 
 def test_no_event_idx_flags_suppression(short_tmp: Path) -> None:
-    r = start_backend(short_tmp, "sink", event_idx=False)
-    fe = r.connect()
-    try:
-        fe.handshake()
+    with start_backend(short_tmp, "sink", event_idx=False) as r, r.frontend() as fe:
         assert not fe.features & (1 << net.VIRTIO_RING_F_EVENT_IDX)
-        fe.setup_queue(0)
-        fe.setup_queue(1)
         fe.set_avail_flags(1, 1)  # VRING_AVAIL_F_NO_INTERRUPT
         fe.tx(1, [net.make_frame(64)] * 4)
         assert len(fe.wait_used(1, 4)) == 4
@@ -203,17 +149,12 @@ def test_no_event_idx_flags_suppression(short_tmp: Path) -> None:
         # Sleeping worker re-enabled kicks: used.flags NO_NOTIFY clear.
         _, _, u = fe.ring_addrs(1, 256)
         assert wait_for(lambda: struct.unpack_from("<H", fe.mm, u)[0] == 0)
-    finally:
-        fe.close()
-        r.stop()
 
 
 def test_get_vring_base_stops_and_reconnect_resumes(backend: Running) -> None:
     before = open_fds()
     fe = backend.connect()
-    fe.handshake()
-    fe.setup_queue(0)
-    fe.setup_queue(1)
+    fe.start()
     fe.tx(1, [net.make_frame(64)] * 5)
     assert len(fe.wait_used(1, 5)) == 5
     fe.send(Req.GET_VRING_BASE, m.VRING_STATE.pack(1, 0))
@@ -223,24 +164,14 @@ def test_get_vring_base_stops_and_reconnect_resumes(backend: Running) -> None:
     fe.close()
     assert wait_for(lambda: not backend.control.stats()["connected"])
     assert wait_for(lambda: open_fds() <= before)
-    fe2 = backend.connect()
-    try:
-        fe2.handshake()
-        fe2.setup_queue(0)
-        fe2.setup_queue(1)
+    with backend.frontend() as fe2:
         fe2.tx(1, [net.make_frame(64)] * 5)
         assert len(fe2.wait_used(1, 5)) == 5
         assert wait_for(lambda: backend.queue_stats(1)["packets"] == 10)
-    finally:
-        fe2.close()
 
 
 def test_mem_table_while_running_remaps(backend: Running) -> None:
-    fe = backend.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with backend.frontend() as fe:
         fe.tx(1, [net.make_frame(64)] * 3)
         assert len(fe.wait_used(1, 3)) == 3
         fe.send(Req.SET_MEM_TABLE, fe.mem_table_payload(), [fe.memfd], flags=m.VERSION | m.FLAG_NEED_REPLY)
@@ -248,8 +179,6 @@ def test_mem_table_while_running_remaps(backend: Running) -> None:
         fe.tx(1, [net.make_frame(64)] * 3)
         assert len(fe.wait_used(1, 3)) == 3
         assert backend.control.queues()[1]["running"]
-    finally:
-        fe.close()
 
 
 def test_control_set_and_bad_requests(backend: Running) -> None:
@@ -265,26 +194,15 @@ def test_control_set_and_bad_requests(backend: Running) -> None:
         backend.control.call("explode")
     mode = os.stat(backend.control.path).st_mode & 0o777
     assert mode == 0o600
-    fe = backend.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with backend.frontend() as fe:
         fe.tx(1, [net.make_frame(64)] * 10)
         assert len(fe.wait_used(1, 10)) == 10
         assert wait_for(lambda: backend.queue_stats(1)["hist"]["1"] >= 1)
-    finally:
-        fe.close()
 
 
 def test_rx_write_flag_and_gpa_translation(short_tmp: Path) -> None:
     """A read-only RX buffer is refused and returned with len 0; the next good one is used."""
-    r = start_backend(short_tmp, "echo")
-    fe = r.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with start_backend(short_tmp, "echo") as r, r.frontend() as fe:
         a = fe.alloc(2048)
         fe.add_chain(0, [(a, 2048, 0)])  # read-only: wrong for RX
         b = fe.alloc(2048)
@@ -294,9 +212,6 @@ def test_rx_write_flag_and_gpa_translation(short_tmp: Path) -> None:
         assert (0, 0) in used and any(ln == 76 for _, ln in used)
         assert b >= GPA
         assert wait_for(lambda: r.queue_stats(0)["drops"].get("bad_descriptor") == 1)
-    finally:
-        fe.close()
-        r.stop()
 
 
 def test_client_mode_connects_and_reconnects(short_tmp: Path) -> None:
@@ -323,15 +238,10 @@ def test_client_mode_connects_and_reconnects(short_tmp: Path) -> None:
             conn, _ = srv.accept()  # the back-end retries every 0.2 s until a listener exists
             srv.close()  # else the back-end's reconnect after this session would queue in the backlog
             os.unlink(path)
-            fe = Frontend(conn)
-            try:
-                fe.handshake()
-                fe.setup_queue(0)
-                fe.setup_queue(1)
+            with Frontend(conn) as fe:
+                fe.start()
                 fe.tx(1, [net.make_frame(64)] * 8)
                 assert len(fe.wait_used(1, 8)) == 8, f"cycle {k}"
-            finally:
-                fe.close()
             assert wait_for(lambda: not d.connected)
         assert d.sessions == 2 and d.stats[1].packets == 16
     finally:
@@ -343,8 +253,7 @@ def test_client_mode_connects_and_reconnects(short_tmp: Path) -> None:
 def test_qemu_order_enable_before_set_features(backend: Running) -> None:
     """QEMU 7.2 sends SET_VRING_ENABLE (and SET_VRING_CALL) right after SET_PROTOCOL_FEATURES, before
     SET_FEATURES; protocol features are in use from SET_PROTOCOL_FEATURES on."""
-    fe = backend.connect()
-    try:
+    with backend.connect() as fe:
         feats = fe.get_u64(Req.GET_FEATURES)
         p = fe.get_u64(Req.GET_PROTOCOL_FEATURES)
         fe.send(Req.SET_PROTOCOL_FEATURES, m.U64.pack(p))
@@ -363,17 +272,11 @@ def test_qemu_order_enable_before_set_features(backend: Running) -> None:
         fe.setup_queue(1)
         fe.tx(1, [net.make_frame(64)] * 4)
         assert len(fe.wait_used(1, 4)) == 4
-    finally:
-        fe.close()
 
 
 def test_call_fd_swapped_on_a_running_ring(backend: Running) -> None:
     """QEMU re-sends SET_VRING_CALL on running rings (interrupt masking): signals go to the newest fd."""
-    fe = backend.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with backend.frontend() as fe:
         for _ in range(20):
             new = os.eventfd(0, os.EFD_NONBLOCK)
             fe.send(Req.SET_VRING_CALL, m.U64.pack(1), [new])
@@ -388,16 +291,11 @@ def test_call_fd_swapped_on_a_running_ring(backend: Running) -> None:
         fe.tx(1, [net.make_frame(64)])
         assert len(fe.wait_used(1, 1)) == 1
         assert wait_for(lambda: _eventfd_count(fe.call[1]) >= 1)
-    finally:
-        fe.close()
 
 
 def test_kick_without_fd_polls_the_ring(backend: Running) -> None:
     """SET_VRING_KICK with the no-fd bit (8): the worker polls avail.idx instead of sleeping on an eventfd."""
-    fe = backend.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
+    with backend.frontend(queues=(0,)) as fe:
         d, a, u = fe.ring_addrs(1, 256)
         fe.num[1], fe.avail_idx[1], fe.used_seen[1], fe.free_head[1] = 256, 0, 0, 0
         fe.send(Req.SET_VRING_NUM, m.VRING_STATE.pack(1, 256))
@@ -411,16 +309,10 @@ def test_kick_without_fd_polls_the_ring(backend: Running) -> None:
         assert backend.control.queues()[1]["running"] and backend.control.queues()[1]["kick_fd"] is None
         fe.tx(1, [net.make_frame(64)] * 5, kick=False)
         assert len(fe.wait_used(1, 5)) == 5
-    finally:
-        fe.close()
 
 
 def test_worker_affinity_follows_the_cpus_tunable(backend: Running) -> None:
-    fe = backend.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with backend.frontend() as fe:
         fe.sync()
         tid = backend.control.queues()[1]["tid"]
         assert tid
@@ -439,5 +331,3 @@ def test_worker_affinity_follows_the_cpus_tunable(backend: Running) -> None:
 
         with pytest.raises(VhtuneError, match="not a queue index"):
             backend.control.set(queue_cpus={"x": [0]})
-    finally:
-        fe.close()
