@@ -101,6 +101,15 @@ class FakeHost:
     def connect(self, a: UnixSock, b: UnixSock) -> None:
         a.peer, b.peer = b.inode, a.inode
 
+    def serve(self, p: FakeProc, path: str, fds: tuple[int, int], inode: int) -> UnixSock:
+        """``p`` listens on ``path`` (socket ``inode`` at ``fds[0]``) and holds one accepted connection (``inode + 1``
+        at ``fds[1]``); returns the client's end of it (``inode + 2``), for the caller to give to the client."""
+        accepted, client = UnixSock(inode + 1, path), UnixSock(inode + 2)
+        self.connect(accepted, client)
+        self.sock(p, fds[0], UnixSock(inode, path, listening=True))
+        self.sock(p, fds[1], accepted)
+        return client
+
     def tap_link(self, ns: int, name: str, ifindex: int, *, mq: bool = False, txqlen: int = 1000) -> None:
         self.links.setdefault(ns, []).append(
             {

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.discover.fakeproc import FakeHost, FakeThread, UnixSock, argv_fixture
+from tests.discover.fakeproc import FakeHost, FakeThread, argv_fixture
 from vhtune.discover import NetnsRef, discover
 from vhtune.discover.procfs import ProcFS
 from vhtune.errors import DiscoveryError
@@ -30,12 +30,8 @@ def _host(root: Path) -> FakeHost:
         threads=[FakeThread(1000, "qemu-system-x86"), FakeThread(1001, "CPU 0/KVM", "0", 0)],
     )
     h.tun(q, 20, "tap-hw0")
-    qemu_end, accepted = UnixSock(7001), UnixSock(7002, "/run/vu0.sock")
-    h.connect(qemu_end, accepted)
-    h.sock(q, 21, qemu_end)
     tp = h.proc(4000, "dpdk-testpmd", ["dpdk-testpmd", "--vdev", "net_vhost0,iface=/run/vu0.sock"])
-    h.sock(tp, 10, UnixSock(7000, "/run/vu0.sock", listening=True))
-    h.sock(tp, 11, accepted)
+    h.sock(q, 21, h.serve(tp, "/run/vu0.sock", fds=(10, 11), inode=7000))
     return h
 
 

@@ -58,12 +58,7 @@ def libvirt_host(tmp_path: Path) -> Path:
     h.eventfd(q, 40, ident=7, count=3)
     h.eventfd(q, 41, ident=8)
     h.sock(q, 27, UnixSock(4000, "/var/lib/libvirt/qemu/domain-3-web01/monitor.sock", listening=True))
-    listener = UnixSock(5001, "/var/run/openvswitch/vhu-web01", listening=True)
-    accepted = UnixSock(5002, "/var/run/openvswitch/vhu-web01")
-    ovs_end = UnixSock(6001)
-    h.connect(accepted, ovs_end)
-    h.sock(q, 50, listener)
-    h.sock(q, 51, accepted)
+    ovs_end = h.serve(q, "/var/run/openvswitch/vhu-web01", fds=(50, 51), inode=5001)
     for kpid in (1100, 1101):
         h.proc(kpid, "vhost-1000", [], threads=[FakeThread(kpid, "vhost-1000", "0-3", 1)])
     ovs = h.proc(
@@ -160,10 +155,6 @@ def dpdk_host(tmp_path: Path) -> Path:
         ],
     )
     h.tun(q, 20, "tap-hw0")
-    qemu_end = UnixSock(7001)
-    accepted = UnixSock(7002, "/run/vu0.sock")
-    h.connect(qemu_end, accepted)
-    h.sock(q, 21, qemu_end)
     tp = h.proc(
         4000,
         "dpdk-testpmd",
@@ -175,8 +166,7 @@ def dpdk_host(tmp_path: Path) -> Path:
             FakeThread(4003, "rte-worker-2", "2", 2),
         ],
     )
-    h.sock(tp, 10, UnixSock(7000, "/run/vu0.sock", listening=True))
-    h.sock(tp, 11, accepted)
+    h.sock(q, 21, h.serve(tp, "/run/vu0.sock", fds=(10, 11), inode=7000))
     h.tap_link(ROOT_NS, "eth0", 2)  # a same-netns decoy that is not the tap
     h.tap_link(blue, "tap-hw0", 5, mq=False, txqlen=500)
     return h.write()
@@ -233,11 +223,7 @@ def mixed_host(tmp_path: Path) -> Path:
             FakeThread(6002, "vhtune-q1", "1", 1),
         ],
     )
-    accepted = UnixSock(9001, "/tmp/vh.sock")
-    fe_end = UnixSock(9002)
-    h.connect(accepted, fe_end)
-    h.sock(be, 5, UnixSock(9000, "/tmp/vh.sock", listening=True))
-    h.sock(be, 6, accepted)
+    fe_end = h.serve(be, "/tmp/vh.sock", fds=(5, 6), inode=9000)
     fe = h.proc(
         7000,
         "dpdk-testpmd",
@@ -281,12 +267,8 @@ def test_libvirt_passed_socket_fd_and_single_threaded_backend(tmp_path: Path) ->
     )
     for fd in (26, 28):
         h.tun(q, fd, "vnet7")
-    mine, theirs = UnixSock(9500), UnixSock(9501, "/var/lib/vhost/db02.sock")
-    h.connect(mine, theirs)
-    h.sock(q, 34, mine)
     d = h.proc(8100, "my-vhost-daemon", ["/usr/sbin/my-vhost-daemon", "--socket", "/var/lib/vhost/db02.sock"])
-    h.sock(d, 4, UnixSock(9502, "/var/lib/vhost/db02.sock", listening=True))
-    h.sock(d, 5, theirs)
+    h.sock(q, 34, h.serve(d, "/var/lib/vhost/db02.sock", fds=(4, 5), inode=9500))
     h.tap_link(ROOT_NS, "vnet7", 9, mq=True)
     snap = discover(h.write())
     vm = _vm(snap, 8000)
@@ -311,14 +293,7 @@ def test_backend_found_from_virtio_user_frontend_whatever_its_command_line(tmp_p
         ["dpdk-testpmd", "--vdev", "net_virtio_user0,path=/tmp/t.sock,server=1", "--", "-i"],
         threads=[FakeThread(7000, "dpdk-testpmd"), FakeThread(7001, "rte-worker-1", "1", 1)],
     )
-    listener, accepted, be_end = (
-        UnixSock(9100, "/tmp/t.sock", listening=True),
-        UnixSock(9101, "/tmp/t.sock"),
-        UnixSock(9102),
-    )
-    h.connect(accepted, be_end)
-    h.sock(fe, 3, listener)
-    h.sock(fe, 4, accepted)
+    be_end = h.serve(fe, "/tmp/t.sock", fds=(3, 4), inode=9100)
     be = h.proc(
         6500,
         "python",
@@ -345,10 +320,7 @@ def frontend_host(tmp_path: Path) -> Path:
         ["/usr/bin/python3", "-m", "vhtune", "backend", "--socket", "/tmp/vh.sock", "--port", "sink"],
         threads=[FakeThread(6000, "vhtune", "0-1"), FakeThread(6001, "vhtune-q0", "1", 1)],
     )
-    accepted, fe_end = UnixSock(9001, "/tmp/vh.sock"), UnixSock(9002)
-    h.connect(accepted, fe_end)
-    h.sock(be, 5, UnixSock(9000, "/tmp/vh.sock", listening=True))
-    h.sock(be, 6, accepted)
+    fe_end = h.serve(be, "/tmp/vh.sock", fds=(5, 6), inode=9000)
     h.eventfd(be, 30, ident=51)  # the kick eventfd the front-end passed with SET_VRING_KICK
     fe = h.proc(
         7000,
@@ -369,10 +341,7 @@ def frontend_host(tmp_path: Path) -> Path:
         ["dpdk-testpmd", "-l", "0,1", "--no-pci", "--vdev", "net_vhost0,iface=/tmp/py.sock", "--", "-i"],
         threads=[FakeThread(8000, "dpdk-testpmd", "0"), FakeThread(8001, "rte-worker-1", "1", 1)],
     )
-    py_accepted, py_end = UnixSock(9011, "/tmp/py.sock"), UnixSock(9012)
-    h.connect(py_accepted, py_end)
-    h.sock(vhost_pmd, 5, UnixSock(9010, "/tmp/py.sock", listening=True))
-    h.sock(vhost_pmd, 6, py_accepted)
+    py_end = h.serve(vhost_pmd, "/tmp/py.sock", fds=(5, 6), inode=9010)
     py = h.proc(9000, "python3", ["python3", "frontend.py"], threads=[FakeThread(9000, "python3", "0-1")])
     py.threads.append(FakeThread(9001, "python3", "0-1"))
     h.sock(py, 3, py_end)
