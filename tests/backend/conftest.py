@@ -33,6 +33,18 @@ def wait_for(pred: Callable[[], object], timeout: float = 5.0) -> bool:
     return bool(pred())
 
 
+def thread_stat(tid: int) -> list[str]:
+    """The fields of /proc/self/task/<tid>/stat after the comm: [0] the state, [11]+[12] utime+stime ticks."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def thread_cpu_ticks(tid: int) -> int:
+    """User plus system CPU time of one of this process's threads, in clock ticks."""
+    fields = thread_stat(tid)
+    return int(fields[11]) + int(fields[12])
+
+
 @dataclass
 class Running:
     daemon: Daemon

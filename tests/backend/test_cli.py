@@ -26,15 +26,10 @@ def test_sigint_prints_the_stats_table(short_tmp: Path) -> None:
         text=True,
     )
     try:
-        fe = Frontend.connect(sock, timeout=20)
-        try:
-            fe.handshake()
-            fe.setup_queue(0)
-            fe.setup_queue(1)
+        with Frontend.connect(sock, timeout=20) as fe:
+            fe.start()
             fe.tx(1, [net.make_frame(64)] * 7)
             assert len(fe.wait_used(1, 7)) == 7
-        finally:
-            fe.close()
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=20)
     finally:
