@@ -9,18 +9,27 @@ import sys
 from pathlib import Path
 
 
+def available() -> tuple[list[str], list[str]]:
+    """(names a bare run executes: the *_bench.py modules; other modules run only when named)."""
+    here = Path(__file__).parent
+    default = sorted(p.stem.removesuffix("_bench") for p in here.glob("*_bench.py"))
+    others = sorted(p.stem for p in here.glob("*.py") if not p.stem.endswith("_bench") and not p.stem.startswith("_"))
+    return default, others
+
+
 def main(argv: list[str]) -> int:
     names, _, rest = (
         (argv[: argv.index("--")], None, argv[argv.index("--") + 1 :]) if "--" in argv else (argv, None, [])
     )
     here = Path(__file__).parent
+    default, others = available()
     if not names:
-        names = sorted(p.stem.removesuffix("_bench") for p in here.glob("*_bench.py"))
+        names = default
     rc = 0
     for name in names:
         mod = name if (here / f"{name}.py").exists() else f"{name}_bench"
         if not (here / f"{mod}.py").exists():
-            print(f"bench: no benchmark {name!r} (have: {', '.join(p.stem for p in here.glob('*.py'))})")
+            print(f"bench: no benchmark {name!r} (have: {', '.join(default + others)})")
             return 2
         fn = importlib.import_module(f"bench.{mod}").main
         if inspect.signature(fn).parameters:

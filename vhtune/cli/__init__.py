@@ -20,6 +20,7 @@ COMMANDS = {
     "agent": "agent_cmd",
     "analyze": "analyze_cmd",
     "backend": "backend_cmd",
+    "bench": "bench_cmd",
     "discover": "discover_cmd",
     "doctor": "doctor_cmd",
     "lab": "lab_cmd",
