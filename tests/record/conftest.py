@@ -1,16 +1,21 @@
 """Small real file systems for the recording tests (a tiny tmpfs: disk full; a read-only one) and a recorder
-running in a thread."""
+running in a thread or as a `vhtune record` process."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pytest
+
+from vhtune.errors import RecordingError
+from vhtune.record import read_manifest
 
 
 def _mount(path: Path, opts: str) -> None:
@@ -38,6 +43,24 @@ def readonly_fs(tmp_path: Path, require_root: None) -> Iterator[Path]:
         subprocess.run(["umount", str(mnt)], check=False, timeout=20)
 
 
+def wait_flushes(
+    out: Path, n: int, running: Callable[[], bool], why: Callable[[], object], timeout: float
+) -> dict[str, Any]:
+    """Wait until the recording in ``out`` has ``n`` flushes (the first comes right after the probes attached)
+    while the recorder is ``running()`` (else fail with ``why()``); the manifest read then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert running(), why()
+        try:
+            manifest = read_manifest(out)
+            if int(manifest["flushes"]) >= n:
+                return manifest
+        except RecordingError:  # not written yet
+            pass
+        assert time.monotonic() < deadline, f"recording did not reach {n} flushes in {timeout:g} s"
+        time.sleep(0.05)
+
+
 class RecorderThread:
     """A ``Recorder`` run in a thread (as `vhtune record` runs, minus the process): started attached, its
     summary or exception kept for the assertions."""
@@ -55,13 +78,41 @@ class RecorderThread:
 
     def start_attached(self, timeout: float = 20.0) -> None:
         """Start, then wait for the first flush (right after the probes attached)."""
-        from vhtune.record import read_manifest
-
         self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not (self.out / "manifest.json").exists() or int(read_manifest(self.out)["flushes"]) < 1:
-            assert time.monotonic() < deadline and self._thread.is_alive(), self.result
-            time.sleep(0.05)
+        wait_flushes(self.out, 1, self._thread.is_alive, lambda: self.result, timeout)
 
     def join(self, timeout: float = 30.0) -> None:
         self._thread.join(timeout=timeout)
+
+
+def record_argv(out: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "vhtune", "record", "-o", str(out), *args]
+
+
+def run_record(out: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`vhtune record -o OUT ARGS` run to its end, its output captured."""
+    return subprocess.run(record_argv(out, *args), capture_output=True, text=True, timeout=timeout)
+
+
+class RecordProcess(subprocess.Popen[str]):
+    """`vhtune record -o OUT ARGS` started as a process (the CLI end to end), stdout and stderr piped; leaving its
+    ``with`` block kills it if it still runs."""
+
+    def __init__(self, out: Path, *args: str) -> None:
+        self.out = out
+        super().__init__(record_argv(out, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_flushes(self, n: int = 1, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for the ``n``-th flush (the first: attached) while the process runs; the manifest then."""
+        return wait_flushes(self.out, n, lambda: self.poll() is None, self._stderr, timeout)
+
+    def _stderr(self) -> str:
+        return self.stderr.read() if self.stderr else ""
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self.poll() is None:
+            self.kill()
+            self.wait(timeout=10)
+        super().__exit__(exc_type, value, traceback)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.record.conftest import RecordProcess
 from vhtune.record import read_manifest, read_table
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -54,55 +54,30 @@ def _vcpu_tid(pid: int, timeout: float = 10.0) -> int:
 
 def test_ten_vms_coming_and_going_are_picked_up_and_let_go(tmp_path: Path) -> None:
     out = tmp_path / "rec"
-    rec = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vhtune",
-            "record",
-            "-o",
-            str(out),
-            "--duration",
-            "9",
-            "--interval",
-            "0.25",
-            "--refresh",
-            "0.4",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     vms: list[subprocess.Popen[bytes]] = []
     vcpus: dict[int, int] = {}
-    try:
-        deadline = time.monotonic() + 20
-        while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
-            assert rec.poll() is None and time.monotonic() < deadline, rec.stderr.read() if rec.stderr else ""
-            time.sleep(0.05)
-        for i in range(10):
-            vm = _qemu(f"vhrq{os.getpid()}x{i}")
-            vms.append(vm)
-            vcpus[vm.pid] = _vcpu_tid(vm.pid)
-            time.sleep(0.3)
-            if i >= 3:  # each VM lives ~1-1.5 s: at most four at a time
-                old = vms[i - 3]
-                old.kill()
-                old.wait(timeout=10)
-        time.sleep(1.2)
-        for vm in vms:
-            vm.kill()
-            vm.wait(timeout=10)
-        stdout, stderr = rec.communicate(timeout=30)
-    finally:
-        for vm in vms:
-            if vm.poll() is None:
+    with RecordProcess(out, "--duration", "9", "--interval", "0.25", "--refresh", "0.4", "--json") as rec:
+        try:
+            rec.wait_flushes(1, timeout=20)
+            for i in range(10):
+                vm = _qemu(f"vhrq{os.getpid()}x{i}")
+                vms.append(vm)
+                vcpus[vm.pid] = _vcpu_tid(vm.pid)
+                time.sleep(0.3)
+                if i >= 3:  # each VM lives ~1-1.5 s: at most four at a time
+                    old = vms[i - 3]
+                    old.kill()
+                    old.wait(timeout=10)
+            time.sleep(1.2)
+            for vm in vms:
                 vm.kill()
                 vm.wait(timeout=10)
-        if rec.poll() is None:
-            rec.kill()
-            rec.wait(timeout=10)
+            stdout, stderr = rec.communicate(timeout=30)
+        finally:
+            for vm in vms:
+                if vm.poll() is None:
+                    vm.kill()
+                    vm.wait(timeout=10)
     assert rec.returncode == 0, stderr
     summary = json.loads(stdout)
     m = read_manifest(out)

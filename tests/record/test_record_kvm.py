@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.record.conftest import RecorderThread
+from tests.record.conftest import RecorderThread, RecordProcess
 from vhtune.lab.backends import BackendOptions, VhtuneBackend
 from vhtune.lab.kvm_front import KvmIrqfdFrontend
 from vhtune.lab.kvm_guest import GuestLayout
-from vhtune.record import Recorder, RecordOptions, Selection, read_manifest, read_table
+from vhtune.record import Recorder, RecordOptions, Selection, read_table
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 N = 20000
@@ -76,48 +76,15 @@ def test_injections_calls_and_vcpu_wakeups_match_the_kvm_front_end(tmp_path: Pat
 
 
 def test_cli_with_control_also_records_the_backend_counters(tmp_path: Path, require_root: None) -> None:
-    import subprocess
-    import sys
-
     from vhtune.record.backend_table import read_backend_queues
 
     out = tmp_path / "rec"
     with VhtuneBackend(BackendOptions(port="sink", cpu=1)) as be:
-        rec = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vhtune",
-                "record",
-                "-o",
-                str(out),
-                "--control",
-                str(be.control),
-                "--interval",
-                "0.25",
-                "--flush-every",
-                "2",
-                "--refresh",
-                "0.3",
-                "--duration",
-                "10",
-                "--json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while not (out / "manifest.json").exists() or int(read_manifest(out)["flushes"]) < 1:
-                assert rec.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+        args = ["--control", str(be.control), "--interval", "0.25", "--flush-every", "2", "--refresh", "0.3"]
+        with RecordProcess(out, *args, "--duration", "10", "--json") as rec:
+            rec.wait_flushes(1, timeout=20)
             res = KvmIrqfdFrontend(be.socket, 10000, layout=GuestLayout(irq=6)).run(timeout=6.0)
             _, stderr = rec.communicate(timeout=30)
-        finally:
-            if rec.poll() is None:
-                rec.kill()
-                rec.wait(timeout=10)
     assert rec.returncode == 0, stderr
     assert res.used_idx > 1000  # all 10000 unless the shared machine is very busy (then the watchdog ends it)
     bq = read_backend_queues(out)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vhtune.errors import RecordingError
+from tests.record.conftest import RecordProcess, run_record
 from vhtune.record import read_manifest, read_table
 
 pytestmark = pytest.mark.root
@@ -49,35 +49,10 @@ def target() -> Iterator[subprocess.Popen[str]]:
         proc.wait(timeout=10)
 
 
-def _record(out: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vhtune", "record", "-o", str(out), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_flushes(out: Path, n: int, rec: subprocess.Popen[str], timeout: float = 30) -> dict[str, object]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert rec.poll() is None, rec.stderr.read() if rec.stderr else ""
-        try:
-            m = read_manifest(out)
-            if int(m["flushes"]) >= n:
-                return m
-        except RecordingError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"recording did not reach {n} flushes")
-
-
 def test_sigkill_mid_recording_leaves_a_readable_recording(tmp_path: Path, target: subprocess.Popen[str]) -> None:
     out = tmp_path / "rec"
-    rec = _record(out, "-p", str(target.pid), "--interval", "0.2", "--flush-every", "2")
-    try:
-        _wait_flushes(out, 4, rec)
-    finally:
+    with RecordProcess(out, "-p", str(target.pid), "--interval", "0.2", "--flush-every", "2") as rec:
+        rec.wait_flushes(4)
         rec.kill()
         rec.wait(timeout=10)
     m = read_manifest(out)
@@ -95,15 +70,10 @@ def test_sigkill_mid_recording_leaves_a_readable_recording(tmp_path: Path, targe
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_finish_cleanly(tmp_path: Path, target: subprocess.Popen[str], sig: int) -> None:
     out = tmp_path / "rec"
-    rec = _record(out, "-p", str(target.pid), "--interval", "0.2", "--flush-every", "3", "--json")
-    try:
-        _wait_flushes(out, 2, rec)
+    with RecordProcess(out, "-p", str(target.pid), "--interval", "0.2", "--flush-every", "3", "--json") as rec:
+        rec.wait_flushes(2)
         rec.send_signal(sig)
         stdout, stderr = rec.communicate(timeout=20)
-    finally:
-        if rec.poll() is None:
-            rec.kill()
-        rec.wait(timeout=10)
     assert rec.returncode == 0, stderr
     summary = json.loads(stdout)
     m = read_manifest(out)
@@ -122,17 +92,12 @@ def test_duration_json_summary_and_new_threads_are_picked_up_and_let_go(
 ) -> None:
     out = tmp_path / "rec"
     args = ["-p", str(target.pid), "--duration", "5", "--interval", "0.25", "--refresh", "0.3", "--json"]
-    rec = _record(out, *args)
-    try:
-        _wait_flushes(out, 1, rec)  # attached and watching
+    with RecordProcess(out, *args) as rec:
+        rec.wait_flushes(1)  # attached and watching
         assert target.stdin is not None
         target.stdin.write("start\n")
         target.stdin.flush()
         stdout, stderr = rec.communicate(timeout=60)
-    finally:
-        if rec.poll() is None:
-            rec.kill()
-        rec.wait(timeout=10)
     res = subprocess.CompletedProcess(rec.args, rec.returncode, stdout, stderr)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
@@ -151,12 +116,7 @@ def test_duration_json_summary_and_new_threads_are_picked_up_and_let_go(
 
 
 def test_unwritable_directory_is_one_clear_sentence(readonly_fs: Path) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "vhtune", "record", "-o", str(readonly_fs / "rec"), "--duration", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = run_record(readonly_fs / "rec", "--duration", "1")
     assert res.returncode == 4
     assert "Traceback" not in res.stderr
     assert res.stderr.startswith("vhtune: error: cannot create the recording directory")
@@ -164,23 +124,13 @@ def test_unwritable_directory_is_one_clear_sentence(readonly_fs: Path) -> None:
 
 
 def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "vhtune", "record", "-o", str(tmp_path / "r"), "--interval", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = run_record(tmp_path / "r", "--interval", "0")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--interval 0.0 is out of range" in res.stderr
 
 
 def test_missing_pid_is_a_usage_error(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "vhtune", "record", "-o", str(tmp_path / "r"), "-p", "4194304"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = run_record(tmp_path / "r", "-p", "4194304")
     assert res.returncode == 2 and res.stderr.startswith("vhtune: error: no process 4194304")
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
@@ -189,26 +139,8 @@ def test_disk_full_mid_recording_stops_with_one_sentence_and_keeps_what_was_writ
     tiny_fs: Path, target: subprocess.Popen[str]
 ) -> None:
     out = tiny_fs / "rec"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vhtune",
-            "record",
-            "-o",
-            str(out),
-            "-p",
-            str(target.pid),
-            "--interval",
-            "0.1",
-            "--flush-every",
-            "1",
-            "--duration",
-            "60",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
+    res = run_record(
+        out, "-p", str(target.pid), "--interval", "0.1", "--flush-every", "1", "--duration", "60", timeout=90
     )
     assert res.returncode == 4, res.stderr
     assert "Traceback" not in res.stderr and "the disk is full" in res.stderr
@@ -219,17 +151,12 @@ def test_disk_full_mid_recording_stops_with_one_sentence_and_keeps_what_was_writ
 
 def test_sigint_during_start_up_is_a_clean_stop(tmp_path: Path, target: subprocess.Popen[str]) -> None:
     out = tmp_path / "rec"
-    rec = _record(out, "-p", str(target.pid), "--interval", "0.2", "--json")
-    try:
+    with RecordProcess(out, "-p", str(target.pid), "--interval", "0.2", "--json") as rec:
         while not (out / "manifest.json").exists():  # the directory is made before discovery and the compile
             assert rec.poll() is None
             time.sleep(0.01)
         rec.send_signal(signal.SIGINT)  # while the probes still compile
         stdout, stderr = rec.communicate(timeout=60)
-    finally:
-        if rec.poll() is None:
-            rec.kill()
-        rec.wait(timeout=10)
     assert rec.returncode == 0, stderr
     m = read_manifest(out)
     assert m["complete"] is True and m["stop_reason"] == "SIGINT"
