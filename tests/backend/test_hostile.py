@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.backend.conftest import Running, open_fds, start_backend, wait_for
+from tests.backend.conftest import Running, open_fds, start_backend, thread_cpu_ticks, wait_for
 from tests.backend.frontend import F_INDIRECT, F_NEXT, F_WRITE, GPA, MEM_SIZE, UVA, Frontend
 from vhtune.backend import messages as m
 from vhtune.backend import net
@@ -50,17 +50,11 @@ def env(short_tmp: Path, caplog: pytest.LogCaptureFixture) -> Iterator[tuple[Run
 
 def healthy(r: Running) -> None:
     """A well-behaved front-end afterwards: echo round trip on a fresh connection."""
-    fe = r.connect()
-    try:
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with r.frontend() as fe:
         fe.post_rx(0, 4)
         fe.tx(1, [net.make_frame(64)] * 4)
         assert len(fe.wait_used(1, 4)) == 4
         assert len(fe.wait_used(0, 4)) == 4
-    finally:
-        fe.close()
 
 
 def logged(caplog: pytest.LogCaptureFixture, *words: str, timeout: float = 3.0, level: int = logging.ERROR) -> str:
@@ -75,14 +69,6 @@ def logged(caplog: pytest.LogCaptureFixture, *words: str, timeout: float = 3.0, 
         f"no error log containing {words}; got {[r.getMessage() for r in caplog.records]}"
     )
     return find() or ""
-
-
-def ready(r: Running, queues: tuple[int, ...] = (0, 1), num: int = 256) -> Frontend:
-    fe = r.connect()
-    fe.handshake()
-    for q in queues:
-        fe.setup_queue(q, num)
-    return fe
 
 
 def expect_close(fe: Frontend) -> None:
@@ -338,9 +324,7 @@ def test_13_ordering(env, case: str) -> None:  # type: ignore[no-untyped-def]
         expect_close(fe)
         return
     # A new table while traffic flows: rings are stopped, remapped, restarted; no packet is lost.
-    fe.handshake()
-    fe.setup_queue(0)
-    fe.setup_queue(1)
+    fe.start()
     fe.post_rx(0, 64)
     for _ in range(5):
         fe.tx(1, [net.make_frame(64)] * 8)
@@ -356,169 +340,161 @@ def test_13_ordering(env, case: str) -> None:  # type: ignore[no-untyped-def]
 # --- 14-23: the data path -------------------------------------------------------------------------------------
 def test_14_avail_idx_jump(env) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
-    fe = ready(r)
-    fe.publish(1, 300)  # ring of 256
-    fe.do_kick(1)
-    logged(caplog, "vq1.avail.idx", "moved 300 entries")
-    assert wait_for(lambda: r.queue_stats(1)["broken"] is not None)
-    fe.close()
+    with r.frontend() as fe:
+        fe.publish(1, 300)  # ring of 256
+        fe.do_kick(1)
+        logged(caplog, "vq1.avail.idx", "moved 300 entries")
+        assert wait_for(lambda: r.queue_stats(1)["broken"] is not None)
 
 
 @pytest.mark.parametrize("case", ["next_outside", "loop", "too_long"])
 def test_15_bad_chains(env, case: str) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
     num = 8 if case == "too_long" else 256
-    fe = ready(r, num=num)
-    a = fe.alloc(64)
-    fe.write(a, bytes(64))
-    if case == "next_outside":
-        fe.put_desc(1, 0, a, 64, F_NEXT, 300)
-    elif case == "loop":
-        fe.put_desc(1, 0, a, 32, F_NEXT, 1)
-        fe.put_desc(1, 1, a, 32, F_NEXT, 0)
-    else:
-        for k in range(num):
-            fe.put_desc(1, k, a, 8, F_NEXT, (k + 1) % num)
-    fe.push_avail(1, 0)
-    fe.do_kick(1)
-    assert fe.wait_used(1, 1) == [(0, 0)]  # returned, len 0
-    logged(caplog, "vq1.desc[0].next")
-    assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_descriptor") == 1)
-    fe.close()
+    with r.frontend(num=num) as fe:
+        a = fe.alloc(64)
+        fe.write(a, bytes(64))
+        if case == "next_outside":
+            fe.put_desc(1, 0, a, 64, F_NEXT, 300)
+        elif case == "loop":
+            fe.put_desc(1, 0, a, 32, F_NEXT, 1)
+            fe.put_desc(1, 1, a, 32, F_NEXT, 0)
+        else:
+            for k in range(num):
+                fe.put_desc(1, k, a, 8, F_NEXT, (k + 1) % num)
+        fe.push_avail(1, 0)
+        fe.do_kick(1)
+        assert fe.wait_used(1, 1) == [(0, 0)]  # returned, len 0
+        logged(caplog, "vq1.desc[0].next")
+        assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_descriptor") == 1)
 
 
 @pytest.mark.parametrize("case", ["zero_len", "outside", "crossing"])
 def test_16_bad_descriptor_addresses(env, case: str) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
-    fe = ready(r)
-    addr, ln = {
-        "zero_len": (GPA + 0x90000, 0),
-        "outside": (GPA + MEM_SIZE + 4096, 64),
-        "crossing": (GPA + MEM_SIZE - 32, 64),
-    }[case]
-    fe.add_chain(1, [(addr, ln, 0)])
-    fe.do_kick(1)
-    assert fe.wait_used(1, 1) == [(0, 0)]
-    logged(caplog, "vq1.desc[0]", "zero-length" if case == "zero_len" else "")
-    assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_descriptor") == 1)
-    fe.close()
+    with r.frontend() as fe:
+        addr, ln = {
+            "zero_len": (GPA + 0x90000, 0),
+            "outside": (GPA + MEM_SIZE + 4096, 64),
+            "crossing": (GPA + MEM_SIZE - 32, 64),
+        }[case]
+        fe.add_chain(1, [(addr, ln, 0)])
+        fe.do_kick(1)
+        assert fe.wait_used(1, 1) == [(0, 0)]
+        logged(caplog, "vq1.desc[0]", "zero-length" if case == "zero_len" else "")
+        assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_descriptor") == 1)
 
 
 @pytest.mark.parametrize("case", ["len_not_16", "len_zero", "nested", "with_next", "too_many"])
 def test_17_bad_indirect(env, case: str) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
-    fe = ready(r)
-    pkt = fe.alloc(76)
-    fe.write(pkt, net.rx_header(0) + net.make_frame(64))
-    inner_flags = F_INDIRECT if case == "nested" else 0
-    table = struct.pack("<QIHH", pkt, 76, inner_flags, 0)
-    ta = fe.alloc(16 * 2048)
-    fe.write(ta, table)
-    tlen = {"len_not_16": 20, "len_zero": 0, "nested": 16, "with_next": 16, "too_many": 16 * 2048}[case]
-    if case == "with_next":
-        b = fe.alloc(64)
-        fe.add_chain(1, [(ta, tlen, F_INDIRECT), (b, 64, 0)])
-    else:
-        fe.add_chain(1, [(ta, tlen, F_INDIRECT)])
-    fe.do_kick(1)
-    assert (0, 0) in fe.wait_used(1, 1)
-    word = {
-        "len_not_16": "multiple of 16",
-        "len_zero": "multiple of 16",
-        "nested": "nested",
-        "with_next": "NEXT",
-        "too_many": "entries",
-    }[case]
-    logged(caplog, "vq1.desc[0]", word)
-    fe.close()
+    with r.frontend() as fe:
+        pkt = fe.alloc(76)
+        fe.write(pkt, net.rx_header(0) + net.make_frame(64))
+        inner_flags = F_INDIRECT if case == "nested" else 0
+        table = struct.pack("<QIHH", pkt, 76, inner_flags, 0)
+        ta = fe.alloc(16 * 2048)
+        fe.write(ta, table)
+        tlen = {"len_not_16": 20, "len_zero": 0, "nested": 16, "with_next": 16, "too_many": 16 * 2048}[case]
+        if case == "with_next":
+            b = fe.alloc(64)
+            fe.add_chain(1, [(ta, tlen, F_INDIRECT), (b, 64, 0)])
+        else:
+            fe.add_chain(1, [(ta, tlen, F_INDIRECT)])
+        fe.do_kick(1)
+        assert (0, 0) in fe.wait_used(1, 1)
+        word = {
+            "len_not_16": "multiple of 16",
+            "len_zero": "multiple of 16",
+            "nested": "nested",
+            "with_next": "NEXT",
+            "too_many": "entries",
+        }[case]
+        logged(caplog, "vq1.desc[0]", word)
 
 
 def test_18_wrong_direction_descriptors(env) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
-    fe = ready(r)
-    a = fe.alloc(76)
-    fe.write(a, net.rx_header(0) + net.make_frame(64))
-    fe.add_chain(1, [(a, 76, F_WRITE)])  # TX with a write-only descriptor
-    fe.do_kick(1)
-    assert fe.wait_used(1, 1) == [(0, 0)]
-    logged(caplog, "vq1.desc[0].flags", "write-only descriptor in a TX chain")
-    b = fe.alloc(2048)
-    fe.add_chain(0, [(b, 2048, 0)])  # RX with a read-only descriptor
-    fe.tx(1, [net.make_frame(64)])
-    assert (0, 0) in fe.wait_used(0, 1)
-    logged(caplog, "vq0.desc[0].flags", "read-only descriptor in RX")
-    fe.close()
+    with r.frontend() as fe:
+        a = fe.alloc(76)
+        fe.write(a, net.rx_header(0) + net.make_frame(64))
+        fe.add_chain(1, [(a, 76, F_WRITE)])  # TX with a write-only descriptor
+        fe.do_kick(1)
+        assert fe.wait_used(1, 1) == [(0, 0)]
+        logged(caplog, "vq1.desc[0].flags", "write-only descriptor in a TX chain")
+        b = fe.alloc(2048)
+        fe.add_chain(0, [(b, 2048, 0)])  # RX with a read-only descriptor
+        fe.tx(1, [net.make_frame(64)])
+        assert (0, 0) in fe.wait_used(0, 1)
+        logged(caplog, "vq0.desc[0].flags", "read-only descriptor in RX")
 
 
 def test_19_header_split_and_short_chain(env) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
-    fe = ready(r)
-    fe.post_rx(0, 4)
-    data = net.rx_header(0) + net.make_frame(64)
-    a, b = fe.alloc(3), fe.alloc(len(data) - 3)
-    fe.write(a, data[:3])
-    fe.write(b, data[3:])
-    fe.add_chain(1, [(a, 3, 0), (b, len(data) - 3, 0)])  # legal: header split across descriptors
-    c = fe.alloc(8)
-    fe.add_chain(1, [(c, 8, 0)])  # shorter than the 12-byte header
-    fe.do_kick(1)
-    assert len(fe.wait_used(1, 2)) == 2
-    logged(caplog, "vq1.chain[", "shorter than the header")
-    assert wait_for(lambda: r.queue_stats(1)["packets"] == 1 and r.queue_stats(0)["packets"] == 1)
-    fe.close()
+    with r.frontend() as fe:
+        fe.post_rx(0, 4)
+        data = net.rx_header(0) + net.make_frame(64)
+        a, b = fe.alloc(3), fe.alloc(len(data) - 3)
+        fe.write(a, data[:3])
+        fe.write(b, data[3:])
+        fe.add_chain(1, [(a, 3, 0), (b, len(data) - 3, 0)])  # legal: header split across descriptors
+        c = fe.alloc(8)
+        fe.add_chain(1, [(c, 8, 0)])  # shorter than the 12-byte header
+        fe.do_kick(1)
+        assert len(fe.wait_used(1, 2)) == 2
+        logged(caplog, "vq1.chain[", "shorter than the header")
+        assert wait_for(lambda: r.queue_stats(1)["packets"] == 1 and r.queue_stats(0)["packets"] == 1)
 
 
 @pytest.mark.parametrize("case", ["gso", "needs_csum", "unknown_flag"])
 def test_20_bogus_offload_fields(env, case: str) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
-    fe = ready(r)
-    hdr = {
-        "gso": net.HDR.pack(0, 4, 54, 1448, 0, 0, 0),
-        "needs_csum": net.HDR.pack(1, 0, 0, 0, 5000, 6000, 0),
-        "unknown_flag": net.HDR.pack(0x80, 0, 0, 0, 0, 0, 0),
-    }[case]
-    fe.tx(1, [net.make_frame(64)], hdr=hdr)
-    assert fe.wait_used(1, 1) == [(0, 0)]
-    logged(caplog, "vq1.chain[0]", {"gso": "gso_type", "needs_csum": "NEEDS_CSUM", "unknown_flag": "unknown"}[case])
-    assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_header") == 1)
-    fe.close()
+    with r.frontend() as fe:
+        hdr = {
+            "gso": net.HDR.pack(0, 4, 54, 1448, 0, 0, 0),
+            "needs_csum": net.HDR.pack(1, 0, 0, 0, 5000, 6000, 0),
+            "unknown_flag": net.HDR.pack(0x80, 0, 0, 0, 0, 0, 0),
+        }[case]
+        fe.tx(1, [net.make_frame(64)], hdr=hdr)
+        assert fe.wait_used(1, 1) == [(0, 0)]
+        logged(caplog, "vq1.chain[0]", {"gso": "gso_type", "needs_csum": "NEEDS_CSUM", "unknown_flag": "unknown"}[case])
+        assert wait_for(lambda: r.queue_stats(1)["drops"].get("bad_header") == 1)
 
 
 def test_21_descriptors_rewritten_while_read(env) -> None:  # type: ignore[no-untyped-def]
     """A racing driver flips descriptors between valid and out-of-bounds: each is read once, so every chain
     is either sent whole or dropped; nothing crashes and every head comes back."""
     r, _ = env
-    fe = ready(r, num=256)
-    fe.post_rx(0, 256)
-    a = fe.alloc(76)
-    fe.write(a, net.rx_header(0) + net.make_frame(64))
-    stop = threading.Event()
-    d, _, _ = fe.ring_addrs(1, 256)
+    with r.frontend(num=256) as fe:
+        fe.post_rx(0, 256)
+        a = fe.alloc(76)
+        fe.write(a, net.rx_header(0) + net.make_frame(64))
+        stop = threading.Event()
+        d, _, _ = fe.ring_addrs(1, 256)
 
-    def flipper() -> None:
-        bad = struct.pack("<QIHH", GPA + MEM_SIZE * 4, 1 << 30, F_NEXT | F_INDIRECT, 999)
-        good = struct.pack("<QIHH", a, 76, 0, 0)
-        k = 0
-        while not stop.is_set() and k < 200_000:
-            slot = k % 64
-            fe.mm[d + 16 * slot : d + 16 * slot + 16] = bad if k & 1 else good
-            k += 1
+        def flipper() -> None:
+            bad = struct.pack("<QIHH", GPA + MEM_SIZE * 4, 1 << 30, F_NEXT | F_INDIRECT, 999)
+            good = struct.pack("<QIHH", a, 76, 0, 0)
+            k = 0
+            while not stop.is_set() and k < 200_000:
+                slot = k % 64
+                fe.mm[d + 16 * slot : d + 16 * slot + 16] = bad if k & 1 else good
+                k += 1
 
-    t = threading.Thread(target=flipper)
-    t.start()
-    try:
-        for _ in range(4):
-            for s in range(64):
-                fe.push_avail(1, s, publish=False)
-            fe.publish(1)
-            fe.do_kick(1)
-            assert len(fe.wait_used(1, 64)) == 64
-    finally:
-        stop.set()
-        t.join()
-    st = r.queue_stats(1)
-    assert st["packets"] + sum(st["drops"].values()) == 256
-    fe.close()
+        t = threading.Thread(target=flipper)
+        t.start()
+        try:
+            for _ in range(4):
+                for s in range(64):
+                    fe.push_avail(1, s, publish=False)
+                fe.publish(1)
+                fe.do_kick(1)
+                assert len(fe.wait_used(1, 64)) == 64
+        finally:
+            stop.set()
+            t.join()
+        st = r.queue_stats(1)
+        assert st["packets"] + sum(st["drops"].values()) == 256
 
 
 def test_22_u16_wrap_and_torn_base(env) -> None:  # type: ignore[no-untyped-def]
@@ -531,64 +507,35 @@ def test_22_u16_wrap_and_torn_base(env) -> None:  # type: ignore[no-untyped-def]
     fe.close()
     # Free-running indices across 65535 → 0 are covered end to end in test_protocol.test_u16_wrap_and_event_idx;
     # here the walk across the wrap with a small ring: 3 laps of 8 starting at 65532.
-    fe = r.connect()
-    fe.handshake()
-    fe.setup_queue(0, 8)
-    fe.num[1], fe.avail_idx[1], fe.used_seen[1], fe.free_head[1] = 8, 65532, 65532, 0
-    d, a, u = fe.ring_addrs(1, 8)
-    fe.mm[d : d + 0x4000] = bytes(0x4000)
-    struct.pack_into("<HH", fe.mm, a, 0, 65532)
-    struct.pack_into("<HH", fe.mm, u, 0, 65532)
-    fe.send(Req.SET_VRING_NUM, m.VRING_STATE.pack(1, 8))
-    fe.send(Req.SET_VRING_BASE, m.VRING_STATE.pack(1, 65532))
-    fe.send(Req.SET_VRING_ADDR, m.VRING_ADDR.pack(1, 0, UVA + d, UVA + u, UVA + a, 0))
-    fe.kick[1], fe.call[1] = os.eventfd(0), os.eventfd(0)
-    fe.send(Req.SET_VRING_CALL, m.U64.pack(1), [fe.call[1]])
-    fe.send(Req.SET_VRING_KICK, m.U64.pack(1), [fe.kick[1]])
-    fe.send(Req.SET_VRING_ENABLE, m.VRING_STATE.pack(1, 1))
-    for _ in range(3):
-        fe.tx(1, [net.make_frame(64)] * 8)
-        assert len(fe.wait_used(1, 8)) == 8
-    assert fe.used_idx(1) == (65532 + 24) & 0xFFFF
-    fe.close()
-
-
-def _thread_cpu_s(tid: int) -> float:
-    with open(f"/proc/self/task/{tid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    with r.frontend(queues=(0,), num=8) as fe:
+        fe.setup_queue(1, 8, base=65532)
+        for _ in range(3):
+            fe.tx(1, [net.make_frame(64)] * 8)
+            assert len(fe.wait_used(1, 8)) == 8
+        assert fe.used_idx(1) == (65532 + 24) & 0xFFFF
 
 
 def test_23_rx_never_refilled(env, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
-    fe = ready(r)
-    fe.post_rx(0, 4)
-    for _ in range(10):
-        fe.tx(1, [net.make_frame(64)] * 100)
-        assert len(fe.wait_used(1, 100)) == 100
-    assert len(fe.wait_used(0, 4)) == 4
-    assert wait_for(lambda: r.queue_stats(0)["drops"].get("no_rx_buffer") == 996)
-    logged(caplog, "vq0", "no free buffer", level=logging.WARNING)
-    fe.close()
+    with r.frontend() as fe:
+        fe.post_rx(0, 4)
+        for _ in range(10):
+            fe.tx(1, [net.make_frame(64)] * 100)
+            assert len(fe.wait_used(1, 100)) == 100
+        assert len(fe.wait_used(0, 4)) == 4
+        assert wait_for(lambda: r.queue_stats(0)["drops"].get("no_rx_buffer") == 996)
+        logged(caplog, "vq0", "no free buffer", level=logging.WARNING)
     # gen with an empty RX ring sleeps on the kick eventfd: its worker burns no CPU.
     sub = short_tmp / "gen"
     sub.mkdir()
-    g2 = start_backend(sub, "gen")
-    try:
-        fe = g2.connect()
-        fe.handshake()
-        fe.setup_queue(0)
-        fe.setup_queue(1)
+    with start_backend(sub, "gen") as g2, g2.frontend() as fe:
         assert wait_for(lambda: g2.control.queues()[0]["tid"] is not None)
         tid = g2.control.queues()[0]["tid"]
-        c0 = _thread_cpu_s(tid)
+        c0 = thread_cpu_ticks(tid)
         time.sleep(0.5)
-        assert _thread_cpu_s(tid) - c0 < 0.05
+        assert (thread_cpu_ticks(tid) - c0) / os.sysconf("SC_CLK_TCK") < 0.05
         fe.post_rx(0, 16)
         assert len(fe.wait_used(0, 16)) == 16
-        fe.close()
-    finally:
-        g2.stop()
 
 
 @pytest.mark.parametrize("case", ["kick_not_eventfd", "call_is_memfd", "frontend_closes_its_fds"])
@@ -626,7 +573,7 @@ sys.path.insert(0, sys.argv[2])
 from tests.backend.frontend import Frontend
 from vhtune.backend import net
 fe = Frontend.connect(sys.argv[1])
-fe.handshake(); fe.setup_queue(0); fe.setup_queue(1)
+fe.start()
 fe.post_rx(0, 128)
 print("ready", flush=True)
 deadline = time.monotonic() + 20
@@ -659,28 +606,27 @@ def test_25_frontend_sigkilled_mid_traffic(env) -> None:  # type: ignore[no-unty
 @pytest.mark.parametrize("case", ["over_mtu", "over_64k_chain"])
 def test_26_oversize_packets(env, case: str) -> None:  # type: ignore[no-untyped-def]
     r, caplog = env
-    fe = ready(r)
-    if case == "over_mtu":
-        fe.send(Req.NET_SET_MTU, m.U64.pack(1500), flags=NR)
-        assert fe.recv_reply()[2] == m.U64.pack(0)
-        # Takes effect when rings (re)start: restart TX by re-sending its kick.
-        kick = os.eventfd(0)
-        fe.send(Req.GET_VRING_BASE, m.VRING_STATE.pack(1, 0))
-        base = m.VRING_STATE.unpack(fe.recv_reply()[2])[1]
-        fe.send(Req.SET_VRING_BASE, m.VRING_STATE.pack(1, base))
-        os.close(fe.kick.pop(1))
-        fe.kick[1] = kick
-        fe.send(Req.SET_VRING_KICK, m.U64.pack(1), [kick])
-        fe.send(Req.SET_VRING_ENABLE, m.VRING_STATE.pack(1, 1))
-        fe.tx(1, [net.make_frame(2000)])
-        assert fe.wait_used(1, 1) == [(0, 0)]
-        logged(caplog, "exceeds 1514")
-        assert wait_for(lambda: r.queue_stats(1)["drops"].get("too_big") == 1)
-    else:
-        parts = [fe.alloc(40000), fe.alloc(40000)]
-        fe.write(parts[0], net.rx_header(0))
-        fe.add_chain(1, [(parts[0], 40000, 0), (parts[1], 40000, 0)])
-        fe.do_kick(1)
-        assert fe.wait_used(1, 1) == [(0, 0)]
-        logged(caplog, "vq1.desc[0].len", "more than 65548 bytes")
-    fe.close()
+    with r.frontend() as fe:
+        if case == "over_mtu":
+            fe.send(Req.NET_SET_MTU, m.U64.pack(1500), flags=NR)
+            assert fe.recv_reply()[2] == m.U64.pack(0)
+            # Takes effect when rings (re)start: restart TX by re-sending its kick.
+            kick = os.eventfd(0)
+            fe.send(Req.GET_VRING_BASE, m.VRING_STATE.pack(1, 0))
+            base = m.VRING_STATE.unpack(fe.recv_reply()[2])[1]
+            fe.send(Req.SET_VRING_BASE, m.VRING_STATE.pack(1, base))
+            os.close(fe.kick.pop(1))
+            fe.kick[1] = kick
+            fe.send(Req.SET_VRING_KICK, m.U64.pack(1), [kick])
+            fe.send(Req.SET_VRING_ENABLE, m.VRING_STATE.pack(1, 1))
+            fe.tx(1, [net.make_frame(2000)])
+            assert fe.wait_used(1, 1) == [(0, 0)]
+            logged(caplog, "exceeds 1514")
+            assert wait_for(lambda: r.queue_stats(1)["drops"].get("too_big") == 1)
+        else:
+            parts = [fe.alloc(40000), fe.alloc(40000)]
+            fe.write(parts[0], net.rx_header(0))
+            fe.add_chain(1, [(parts[0], 40000, 0), (parts[1], 40000, 0)])
+            fe.do_kick(1)
+            assert fe.wait_used(1, 1) == [(0, 0)]
+            logged(caplog, "vq1.desc[0].len", "more than 65548 bytes")
