@@ -33,6 +33,14 @@ def wait_for(pred: Callable[[], object], timeout: float = 5.0) -> bool:
     return bool(pred())
 
 
+def eventfd_count(fd: int) -> int:
+    """Read (and so reset) a non-blocking eventfd's counter; 0 when nothing was signalled."""
+    try:
+        return os.eventfd_read(fd)
+    except BlockingIOError:
+        return 0
+
+
 def thread_stat(tid: int) -> list[str]:
     """The fields of /proc/self/task/<tid>/stat after the comm: [0] the state, [11]+[12] utime+stime ticks."""
     with open(f"/proc/self/task/{tid}/stat") as f:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.backend.conftest import eventfd_count
 from vhtune.backend import net
 from vhtune.backend.datapath import PortIO, QueuePath
 from vhtune.backend.privring import private_ring
@@ -27,13 +28,6 @@ def ring() -> Iterator[tuple[Virtqueue, QueuePath, int]]:
         os.close(call)
 
 
-def _calls(fd: int) -> int:
-    try:
-        return os.eventfd_read(fd)
-    except BlockingIOError:
-        return 0
-
-
 @pytest.mark.parametrize("coalesce", [1, 4])
 def test_call_coalescing(ring, coalesce: int) -> None:  # type: ignore[no-untyped-def]
     vq, path, call = ring
@@ -41,7 +35,7 @@ def test_call_coalescing(ring, coalesce: int) -> None:  # type: ignore[no-untype
     for _ in range(8):
         vq.avail_idx[0] = (vq.last_avail + 4) & 0xFFFF
         assert path.tx_step(32) == 4
-    assert _calls(call) == 8 // coalesce
+    assert eventfd_count(call) == 8 // coalesce
     assert path.stats.calls == 8 // coalesce and path.stats.bursts == 8
     assert path.stats.hist[2] == 8  # bursts of 4
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backend.conftest import Running, open_fds, start_backend, wait_for
+from tests.backend.conftest import Running, eventfd_count, open_fds, start_backend, wait_for
 from tests.backend.frontend import F_INDIRECT, F_WRITE, GPA
 from vhtune.backend import messages as m
 from vhtune.backend import net
@@ -124,14 +124,7 @@ def test_u16_wrap_and_event_idx(backend: Running) -> None:
         struct.pack_into("<H", fe.mm, a + 4 + 2 * 64, 6)  # used_event = 6: the next used entry crosses it
         fe.tx(1, [net.make_frame(64)])
         assert len(fe.wait_used(1, 1)) == 1
-        assert wait_for(lambda: _eventfd_count(fe.call[1]) >= 1)
-
-
-def _eventfd_count(fd: int) -> int:
-    try:
-        return os.eventfd_read(fd)
-    except BlockingIOError:
-        return 0
+        assert wait_for(lambda: eventfd_count(fe.call[1]) >= 1)
 
 
 def test_no_event_idx_flags_suppression(short_tmp: Path) -> None:
@@ -141,11 +134,11 @@ def test_no_event_idx_flags_suppression(short_tmp: Path) -> None:
         fe.tx(1, [net.make_frame(64)] * 4)
         assert len(fe.wait_used(1, 4)) == 4
         time.sleep(0.05)
-        assert _eventfd_count(fe.call[1]) == 0
+        assert eventfd_count(fe.call[1]) == 0
         fe.set_avail_flags(1, 0)
         fe.tx(1, [net.make_frame(64)] * 4)
         assert len(fe.wait_used(1, 4)) == 4
-        assert wait_for(lambda: _eventfd_count(fe.call[1]) >= 1)
+        assert wait_for(lambda: eventfd_count(fe.call[1]) >= 1)
         # Sleeping worker re-enabled kicks: used.flags NO_NOTIFY clear.
         _, _, u = fe.ring_addrs(1, 256)
         assert wait_for(lambda: struct.unpack_from("<H", fe.mm, u)[0] == 0)
@@ -290,7 +283,7 @@ def test_call_fd_swapped_on_a_running_ring(backend: Running) -> None:
         struct.pack_into("<H", fe.mm, a + 4 + 2 * 256, fe.avail_idx[1])
         fe.tx(1, [net.make_frame(64)])
         assert len(fe.wait_used(1, 1)) == 1
-        assert wait_for(lambda: _eventfd_count(fe.call[1]) >= 1)
+        assert wait_for(lambda: eventfd_count(fe.call[1]) >= 1)
 
 
 def test_kick_without_fd_polls_the_ring(backend: Running) -> None:
