@@ -9,6 +9,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +21,16 @@ from vhtune.discover.procfs import parse_cpulist
 from vhtune.record.select import Selection, build
 
 pytestmark = pytest.mark.slow  # real peers (QEMU, testpmd); CI runs them, as root
+
+
+T = TypeVar("T")
+
+
+def _one(snap: Snapshot, items: Sequence[T], match: Callable[[T], bool]) -> T:
+    """The one entry of ``items`` (a list of ``snap``) that matches; else fail with all of them and the problems."""
+    found = [x for x in items if match(x)]
+    assert len(found) == 1, f"{items}; problems: {snap.problems}"
+    return found[0]
 
 
 def _vm(snap: Snapshot, pid: int) -> VMInfo:
@@ -60,9 +72,7 @@ def test_vm_and_its_vcpu_thread(real_setup: RealSetup) -> None:
 
 def test_tap_in_netns_with_owner_and_queues(real_setup: RealSetup) -> None:
     snap = discover()
-    taps = [t for t in snap.taps if t.name == real_setup.tap]
-    assert len(taps) == 1, f"taps: {snap.taps}; problems: {snap.problems}"
-    tap = taps[0]
+    tap = _one(snap, snap.taps, lambda t: t.name == real_setup.tap)
     assert (tap.netns, tap.owner_pids, tap.queues) == (real_setup.netns, (real_setup.qemu_pid,), 2)
     assert (tap.multi_queue, tap.vnet_hdr, tap.txqueuelen) == (True, True, 1000)
     # Cross-check the ifindex through sysfs as mounted inside the netns (not via ip -j).
@@ -82,9 +92,7 @@ def test_tap_in_netns_with_owner_and_queues(real_setup: RealSetup) -> None:
 def test_socket_paired_with_testpmd_and_its_threads(real_setup: RealSetup) -> None:
     """QEMU's unnamed client socket lives in the test netns; its peer is found by sock_diag from there."""
     snap = discover()
-    socks = [s for s in snap.sockets if s.vm_pid == real_setup.qemu_pid]
-    assert len(socks) == 1, f"sockets: {snap.sockets}; problems: {snap.problems}"
-    s = socks[0]
+    s = _one(snap, snap.sockets, lambda s: s.vm_pid == real_setup.qemu_pid)
     assert (s.path, s.netdev_id, s.connected, s.qemu_server) == (real_setup.socket, "n0", True, False)
     assert (s.listener_pid, s.backend_pid, s.peer_pids) == (
         real_setup.testpmd_pid,
@@ -151,9 +159,7 @@ def test_a_pass_is_cheap(real_setup: RealSetup) -> None:
 
 def test_dpdk_virtio_user_frontend_and_vhost_backend_without_qemu(real_dpdk_pair: DpdkPair) -> None:
     snap = discover()
-    socks = [s for s in snap.sockets if s.path == real_dpdk_pair.socket]
-    assert len(socks) == 1, f"sockets: {snap.sockets}; problems: {snap.problems}"
-    s = socks[0]
+    s = _one(snap, snap.sockets, lambda s: s.path == real_dpdk_pair.socket)
     assert (s.backend_pid, s.frontend_pid, s.listener_pid, s.connected, s.vm_pid) == (
         real_dpdk_pair.backend_pid,
         real_dpdk_pair.frontend_pid,
@@ -171,9 +177,7 @@ def test_tap_in_unnamed_netns_listed_through_nsenter(tap_in_unnamed_netns: Unnam
     """No /run/netns name: the links come from `nsenter --net=/proc/PID/ns/net ip ...`."""
     t = tap_in_unnamed_netns
     snap = discover()
-    taps = [x for x in snap.taps if x.name == t.tap]
-    assert len(taps) == 1, f"taps: {snap.taps}; problems: {snap.problems}"
-    tap = taps[0]
+    tap = _one(snap, snap.taps, lambda x: x.name == t.tap)
     assert (tap.netns, tap.owner_pids, tap.queues) == (f"net:[{t.netns_inode}]", (t.pid,), 2)
     assert (tap.multi_queue, tap.vnet_hdr) == (True, True)
     assert tap.ifindex is not None and tap.txqueuelen == 1000
@@ -182,9 +186,7 @@ def test_tap_in_unnamed_netns_listed_through_nsenter(tap_in_unnamed_netns: Unnam
 def test_vhtune_backend_and_its_ring_threads(real_vhtune_backend: VhtunePair) -> None:
     pair = real_vhtune_backend
     snap = discover()
-    socks = [s for s in snap.sockets if s.path == pair.socket]
-    assert len(socks) == 1, f"sockets: {snap.sockets}; problems: {snap.problems}"
-    s = socks[0]
+    s = _one(snap, snap.sockets, lambda s: s.path == pair.socket)
     assert (s.backend_pid, s.frontend_pid, s.listener_pid, s.connected) == (
         pair.backend_pid,
         pair.frontend_pid,
