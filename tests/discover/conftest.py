@@ -56,19 +56,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-def _wait_for(what: str, cond: Callable[[], bool], procs: dict[str, subprocess.Popen[bytes]], logs: list[Path]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        for name, p in procs.items():
-            if p.poll() is not None:
-                tails = "\n".join(f"--- {log}:\n{log.read_text(errors='replace')[-2000:]}" for log in logs)
-                pytest.fail(f"{name} exited with {p.returncode} while waiting for {what}\n{tails}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {START_TIMEOUT_S:g} s waiting for {what}")
-
-
 def _tun_fds(pid: int) -> int:
     n = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -84,29 +71,72 @@ def _vhost_user_negotiated(log: Path) -> bool:
     return "VHOST_USER_SET_VRING_ENABLE" in log.read_text(errors="replace")
 
 
-def _testpmd(prefix: str, vdev: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    # --no-huge: no hugepages taken from the shared pool (its runtime dir is removed at teardown).
-    # Two lcores: main on CPU 0, the forwarding lcore ("rte-worker-1") on CPU 1.
-    return subprocess.Popen(
-        [
-            "dpdk-testpmd",
-            "-l",
-            "0,1",
-            "--no-pci",
-            "--no-huge",
-            "-m",
-            "256",
-            f"--file-prefix={prefix}",
-            "--vdev",
-            vdev,
-            "--",
-            "-i",
-            "--total-num-mbufs=2048",
-        ],
-        stdin=subprocess.PIPE,  # kept open: interactive testpmd exits on EOF
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+def paused_qemu_argv(name: str, memory: str, *more: str) -> list[str]:
+    """A TCG QEMU that never runs its guest (-S), no display and no default devices, its vCPU threads named
+    (``CPU 0/TCG``) for discovery to find."""
+    return [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-S",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-name",
+        f"{name},debug-threads=on",
+        "-m",
+        memory,
+        *more,
+    ]
+
+
+class _Peers:
+    """The processes a fixture starts, each logging to its own file in one temporary directory named after ``tag``.
+    ``close()`` stops them (the last started first, by their own pids), closes the logs and removes the directory
+    and the runtime directories of the testpmd file prefixes used."""
+
+    def __init__(self, tag: str) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp"))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[Path] = []
+        self._files: list[IO[bytes]] = []
+        self._dpdk_prefixes: list[str] = []
+
+    def start(self, name: str, argv: list[str], log: str, stdin: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+        self._logs.append(self.workdir / log)
+        self._files.append(open(self._logs[-1], "wb"))  # noqa: SIM115 (closed in close())
+        self.procs[name] = subprocess.Popen(argv, stdin=stdin, stdout=self._files[-1], stderr=subprocess.STDOUT)
+        return self.procs[name]
+
+    def testpmd(self, name: str, prefix: str, vdev: str, log: str) -> subprocess.Popen[bytes]:
+        """Interactive dpdk-testpmd with ``vdev``; its stdin is kept open (it exits on EOF)."""
+        # --no-huge: no hugepages taken from the shared pool (its runtime dir is removed at close()).
+        # Two lcores: main on CPU 0, the forwarding lcore ("rte-worker-1") on CPU 1.
+        self._dpdk_prefixes.append(prefix)
+        argv = ["dpdk-testpmd", "-l", "0,1", "--no-pci", "--no-huge", "-m", "256", f"--file-prefix={prefix}"]
+        return self.start(name, [*argv, "--vdev", vdev, "--", "-i", "--total-num-mbufs=2048"], log, subprocess.PIPE)
+
+    def wait_for(self, what: str, cond: Callable[[], bool]) -> None:
+        """Poll ``cond`` until it holds; fail at once, with the tails of the logs, if a process exited."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    tails = "\n".join(f"--- {log}:\n{log.read_text(errors='replace')[-2000:]}" for log in self._logs)
+                    pytest.fail(f"{name} exited with {p.returncode} while waiting for {what}\n{tails}")
+            time.sleep(0.05)
+        pytest.fail(f"timed out after {START_TIMEOUT_S:g} s waiting for {what}")
+
+    def close(self) -> None:
+        for p in reversed(list(self.procs.values())):
+            _stop(p)
+        for f in self._files:
+            f.close()
+        for prefix in self._dpdk_prefixes:
+            shutil.rmtree(DPDK_RUN_DIR / prefix, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @dataclass
@@ -122,27 +152,16 @@ def real_dpdk_pair(require_root: None) -> Iterator[DpdkPair]:
     if shutil.which("dpdk-testpmd") is None:
         pytest.fail("dpdk-testpmd is missing: run `make setup` (dpdk-dev)")
     tag = f"discp{os.getpid()}"
-    workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp"))
-    sock = str(workdir / "pair.sock")
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    files: list[IO[bytes]] = []
+    peers = _Peers(tag)
+    sock = str(peers.workdir / "pair.sock")
     try:
-        b_log, f_log = workdir / "backend.log", workdir / "frontend.log"
-        files.append(open(b_log, "wb"))  # noqa: SIM115 (closed in finally)
-        procs["testpmd back-end"] = _testpmd(f"{tag}b", f"net_vhost1,iface={sock}", files[-1])
-        _wait_for("the back-end socket", lambda: os.path.exists(sock), procs, [b_log])
-        files.append(open(f_log, "wb"))  # noqa: SIM115 (closed in finally)
-        procs["testpmd front-end"] = _testpmd(f"{tag}f", f"net_virtio_user0,path={sock}", files[-1])
-        _wait_for("vhost-user negotiation", lambda: _vhost_user_negotiated(b_log), procs, [b_log, f_log])
-        yield DpdkPair(sock, procs["testpmd back-end"].pid, procs["testpmd front-end"].pid)
+        be = peers.testpmd("testpmd back-end", f"{tag}b", f"net_vhost1,iface={sock}", "backend.log")
+        peers.wait_for("the back-end socket", lambda: os.path.exists(sock))
+        fe = peers.testpmd("testpmd front-end", f"{tag}f", f"net_virtio_user0,path={sock}", "frontend.log")
+        peers.wait_for("vhost-user negotiation", lambda: _vhost_user_negotiated(peers.workdir / "backend.log"))
+        yield DpdkPair(sock, be.pid, fe.pid)
     finally:
-        for p in reversed(list(procs.values())):
-            _stop(p)
-        for f in files:
-            f.close()
-        for suffix in ("b", "f"):
-            shutil.rmtree(DPDK_RUN_DIR / f"{tag}{suffix}", ignore_errors=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+        peers.close()
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +170,8 @@ def real_setup(require_root: None) -> Iterator[RealSetup]:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: run `make setup` (packaging/host-setup.sh installs it)")
     tag = f"disc{os.getpid()}"
-    workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp"))
-    sock = str(workdir / "vu.sock")
+    peers = _Peers(tag)
+    sock = str(peers.workdir / "vu.sock")
     setup = RealSetup(
         netns=tag,
         tap=f"dtap{os.getpid()}"[:15],
@@ -162,74 +181,42 @@ def real_setup(require_root: None) -> Iterator[RealSetup]:
         qemu_pid=0,
         testpmd_pid=0,
     )
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    files: list[IO[bytes]] = []
     netns_added = False
     try:
-        tp_log = workdir / "testpmd.log"
-        files.append(open(tp_log, "wb"))  # noqa: SIM115 (closed in finally)
-        testpmd = _testpmd(tag, f"net_vhost0,iface={sock}", files[-1])
-        procs["dpdk-testpmd"] = testpmd
-        setup.testpmd_pid = testpmd.pid
-        _wait_for("the testpmd vhost-user socket", lambda: os.path.exists(sock), procs, [tp_log])
+        setup.testpmd_pid = peers.testpmd("dpdk-testpmd", tag, f"net_vhost0,iface={sock}", "testpmd.log").pid
+        peers.wait_for("the testpmd vhost-user socket", lambda: os.path.exists(sock))
 
         subprocess.run(["ip", "netns", "add", tag], check=True, capture_output=True, timeout=10)
         netns_added = True
-        q_log = workdir / "qemu.log"
-        files.append(open(q_log, "wb"))  # noqa: SIM115 (closed in finally)
         # `ip netns exec` setns()'s and then execs QEMU: the Popen pid is QEMU's.
-        qemu = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                tag,
-                "qemu-system-x86_64",
-                "-accel",
-                "tcg",
-                "-S",
-                "-display",
-                "none",
-                "-nodefaults",
-                "-name",
-                f"{setup.vm_name},debug-threads=on",
-                "-uuid",
-                setup.vm_uuid,
-                "-object",
-                "memory-backend-memfd,id=mem,size=128M,share=on,prealloc=on",
-                "-numa",
-                "node,memdev=mem",
-                "-m",
-                "128M",
-                "-chardev",
-                f"socket,id=c0,path={sock}",
-                "-netdev",
-                "vhost-user,id=n0,chardev=c0",
-                "-device",
-                "virtio-net-pci,netdev=n0,romfile=,vectors=0",
-                "-netdev",
-                f"tap,id=t0,ifname={setup.tap},script=no,downscript=no,queues=2",
-                "-device",
-                "virtio-net-pci,netdev=t0,romfile=,mq=on",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=files[-1],
-            stderr=subprocess.STDOUT,
-        )
-        procs["qemu"] = qemu
+        devices = [
+            "-uuid",
+            setup.vm_uuid,
+            "-object",
+            "memory-backend-memfd,id=mem,size=128M,share=on,prealloc=on",
+            "-numa",
+            "node,memdev=mem",
+            "-chardev",
+            f"socket,id=c0,path={sock}",
+            "-netdev",
+            "vhost-user,id=n0,chardev=c0",
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=,vectors=0",
+            "-netdev",
+            f"tap,id=t0,ifname={setup.tap},script=no,downscript=no,queues=2",
+            "-device",
+            "virtio-net-pci,netdev=t0,romfile=,mq=on",
+        ]
+        argv = ["ip", "netns", "exec", tag, *paused_qemu_argv(setup.vm_name, "128M", *devices)]
+        qemu = peers.start("qemu", argv, "qemu.log")
         setup.qemu_pid = qemu.pid
-        _wait_for("QEMU's two tap queues", lambda: _tun_fds(qemu.pid) == 2, procs, [q_log, tp_log])
-        _wait_for("vhost-user negotiation", lambda: _vhost_user_negotiated(tp_log), procs, [q_log, tp_log])
+        peers.wait_for("QEMU's two tap queues", lambda: _tun_fds(qemu.pid) == 2)
+        peers.wait_for("vhost-user negotiation", lambda: _vhost_user_negotiated(peers.workdir / "testpmd.log"))
         yield setup
     finally:
-        for p in reversed(list(procs.values())):
-            _stop(p)
+        peers.close()
         if netns_added:
             subprocess.run(["ip", "netns", "del", tag], check=False, capture_output=True, timeout=10)
-        for f in files:
-            f.close()
-        shutil.rmtree(DPDK_RUN_DIR / tag, ignore_errors=True)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # A process in an unnamed netns (unshare --net) holding two queues of a multiqueue tap it created there.
@@ -304,29 +291,14 @@ def _has_thread(pid: int, prefix: str) -> bool:
 def real_vhtune_backend(require_root: None) -> Iterator[VhtunePair]:
     """vhtune's own back-end (`vhtune backend --port sink`) serving testpmd's virtio-user front-end."""
     tag = f"discv{os.getpid()}"
-    workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp"))
-    sock = str(workdir / "vhtune.sock")
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    files: list[IO[bytes]] = []
+    peers = _Peers(tag)
+    sock = str(peers.workdir / "vhtune.sock")
     try:
-        b_log, f_log = workdir / "backend.log", workdir / "frontend.log"
-        files.append(open(b_log, "wb"))  # noqa: SIM115 (closed in finally)
-        procs["vhtune backend"] = subprocess.Popen(
-            [sys.executable, "-m", "vhtune", "backend", "--socket", sock, "--port", "sink"],
-            stdin=subprocess.DEVNULL,
-            stdout=files[-1],
-            stderr=subprocess.STDOUT,
-        )
-        _wait_for("the vhtune back-end socket", lambda: os.path.exists(sock), procs, [b_log])
-        files.append(open(f_log, "wb"))  # noqa: SIM115 (closed in finally)
-        procs["testpmd front-end"] = _testpmd(tag, f"net_virtio_user0,path={sock}", files[-1])
-        be_pid = procs["vhtune backend"].pid
-        _wait_for("a vhtune-q<n> ring thread", lambda: _has_thread(be_pid, "vhtune-q"), procs, [b_log, f_log])
-        yield VhtunePair(sock, be_pid, procs["testpmd front-end"].pid)
+        argv = [sys.executable, "-m", "vhtune", "backend", "--socket", sock, "--port", "sink"]
+        be_pid = peers.start("vhtune backend", argv, "backend.log").pid
+        peers.wait_for("the vhtune back-end socket", lambda: os.path.exists(sock))
+        fe = peers.testpmd("testpmd front-end", tag, f"net_virtio_user0,path={sock}", "frontend.log")
+        peers.wait_for("a vhtune-q<n> ring thread", lambda: _has_thread(be_pid, "vhtune-q"))
+        yield VhtunePair(sock, be_pid, fe.pid)
     finally:
-        for p in reversed(list(procs.values())):
-            _stop(p)
-        for f in files:
-            f.close()
-        shutil.rmtree(DPDK_RUN_DIR / tag, ignore_errors=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+        peers.close()

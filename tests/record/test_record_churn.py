@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.discover.conftest import paused_qemu_argv
 from tests.record.conftest import RecordProcess
 from vhtune.record import read_manifest, read_table
 
@@ -19,23 +20,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def _qemu(name: str) -> subprocess.Popen[bytes]:
-    argv = [
-        "qemu-system-x86_64",
-        "-name",
-        f"{name},debug-threads=on",
-        "-S",
-        "-m",
-        "16",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-accel",
-        "tcg",
-        "-monitor",
-        "none",
-        "-serial",
-        "none",
-    ]
+    argv = paused_qemu_argv(name, "16", "-monitor", "none", "-serial", "none")
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.discover.conftest import paused_qemu_argv
 from vhtune.discover.model import ROLE_BACKEND, Snapshot, TapInfo, ThreadInfo
 
 # A stand-in back-end: one worker thread named like vhtune's own (kernel comm set with prctl PR_SET_NAME).
@@ -67,24 +68,7 @@ def backend_thread(pid: int, tid: int) -> ThreadInfo:
 @pytest.fixture
 def paused_vm(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """(pid, vCPU tid) of a real QEMU (TCG, paused: -S) with named threads; killed afterwards."""
-    name = f"vhtune-tune-{os.getpid()}"
-    argv = [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-S",
-        "-display",
-        "none",
-        "-nodefaults",
-        "-m",
-        "64",
-        "-name",
-        f"{name},debug-threads=on",
-        "-monitor",
-        "none",
-        "-serial",
-        "none",
-    ]
+    argv = paused_qemu_argv(f"vhtune-tune-{os.getpid()}", "64", "-monitor", "none", "-serial", "none")
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
