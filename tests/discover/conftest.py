@@ -90,6 +90,26 @@ def paused_qemu_argv(name: str, memory: str, *more: str) -> list[str]:
     ]
 
 
+def start_paused_qemu(name: str, memory: str) -> subprocess.Popen[bytes]:
+    """A paused_qemu_argv QEMU without monitor or serial, its output discarded; the caller kills it."""
+    argv = paused_qemu_argv(name, memory, "-monitor", "none", "-serial", "none")
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def vcpu0_tid(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """The tid of QEMU's ``CPU 0/<accel>`` thread, once it has one; fails when QEMU exits or time runs out."""
+    end = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < end:
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            try:
+                if (task / "comm").read_text().startswith("CPU 0/"):
+                    return int(task.name)
+            except OSError:
+                continue  # the thread exited between the listing and the read
+        time.sleep(0.05)
+    raise AssertionError(f"QEMU {proc.pid} has no vCPU thread (exit status {proc.poll()})")
+
+
 class _Peers:
     """The processes a fixture starts, each logging to its own file in one temporary directory named after ``tag``.
     ``close()`` stops them (the last started first, by their own pids), closes the logs and removes the directory

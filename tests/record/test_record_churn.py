@@ -12,29 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.discover.conftest import paused_qemu_argv
+from tests.discover.conftest import start_paused_qemu, vcpu0_tid
 from tests.record.conftest import RecordProcess
 from vhtune.record import read_manifest, read_table
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-
-def _qemu(name: str) -> subprocess.Popen[bytes]:
-    argv = paused_qemu_argv(name, "16", "-monitor", "none", "-serial", "none")
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _vcpu_tid(pid: int, timeout: float = 10.0) -> int:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                if (task / "comm").read_text().startswith("CPU 0/"):
-                    return int(task.name)
-            except OSError:
-                continue
-        time.sleep(0.05)
-    raise TimeoutError(f"QEMU {pid} has no vCPU thread")
 
 
 def test_ten_vms_coming_and_going_are_picked_up_and_let_go(tmp_path: Path) -> None:
@@ -45,9 +27,9 @@ def test_ten_vms_coming_and_going_are_picked_up_and_let_go(tmp_path: Path) -> No
         try:
             rec.wait_flushes(1, timeout=20)
             for i in range(10):
-                vm = _qemu(f"vhrq{os.getpid()}x{i}")
+                vm = start_paused_qemu(f"vhrq{os.getpid()}x{i}", "16")
                 vms.append(vm)
-                vcpus[vm.pid] = _vcpu_tid(vm.pid)
+                vcpus[vm.pid] = vcpu0_tid(vm)
                 time.sleep(0.3)
                 if i >= 3:  # each VM lives ~1-1.5 s: at most four at a time
                     old = vms[i - 3]

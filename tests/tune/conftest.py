@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.discover.conftest import paused_qemu_argv
+from tests.discover.conftest import start_paused_qemu, vcpu0_tid
 from vhtune.discover.model import ROLE_BACKEND, Snapshot, TapInfo, ThreadInfo
 
 # A stand-in back-end: one worker thread named like vhtune's own (kernel comm set with prctl PR_SET_NAME).
@@ -68,21 +68,9 @@ def backend_thread(pid: int, tid: int) -> ThreadInfo:
 @pytest.fixture
 def paused_vm(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """(pid, vCPU tid) of a real QEMU (TCG, paused: -S) with named threads; killed afterwards."""
-    argv = paused_qemu_argv(f"vhtune-tune-{os.getpid()}", "64", "-monitor", "none", "-serial", "none")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_paused_qemu(f"vhtune-tune-{os.getpid()}", "64")
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            tids = [
-                t
-                for t in os.listdir(f"/proc/{proc.pid}/task")
-                if Path(f"/proc/{proc.pid}/task/{t}/comm").read_text().strip() == "CPU 0/TCG"
-            ]
-            if tids:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, "QEMU did not start its vCPU thread"
-            time.sleep(0.05)
-        yield proc.pid, int(tids[0])
+        yield proc.pid, vcpu0_tid(proc)
     finally:
         proc.kill()
         proc.wait()
