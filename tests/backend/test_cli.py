@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.backend.frontend import Frontend
+from tests.conftest import Child
 from vhtune.backend import net
 
 
@@ -19,23 +20,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_sigint_prints_the_stats_table(short_tmp: Path) -> None:
     sock = str(short_tmp / "vu.sock")
-    p = subprocess.Popen(
-        [sys.executable, "-m", "vhtune", "backend", "--socket", sock, "--port", "sink"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    argv = [sys.executable, "-m", "vhtune", "backend", "--socket", sock, "--port", "sink"]
+    with Child(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
         with Frontend.connect(sock, timeout=20) as fe:
             fe.start()
             fe.tx(1, [net.make_frame(64)] * 7)
             assert len(fe.wait_used(1, 7)) == 7
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=20)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
     assert p.returncode == 0, err
     assert "per-queue stats" in out and "Traceback" not in err
     rows = [line.replace("\u2502", " ").split() for line in out.splitlines()]  # rich's column rule

@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 
+from tests.conftest import Child
 from vhtune.lab import hygiene, names, netns
 
 
@@ -80,30 +81,24 @@ def test_clean_removes_dead_runs_only(no_leftovers: None) -> None:
     live.create()
     stale_file = names.run_dir() / f"{names.lab_name('s', pid=dead)}.sock"
     stale_file.write_text("")
-    # An orphan of the dead run: its command line names the dead run's socket (as QEMU's -chardev would).
-    orphan = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", f"{stale_file}"], stderr=subprocess.DEVNULL
-    )
-    live_proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", f"/run/vhtune-lab/{names.lab_name('s')}.sock"],
-        stderr=subprocess.DEVNULL,
-    )
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
     try:
-        dry = hygiene.clean(dry_run=True)
-        assert stale.name in dry.netns and stale.name in netns.list_netns()
-        cp = _vhtune("lab", "clean", "--json", timeout=60)
-        assert cp.returncode == 0, cp.stderr
-        rep = json.loads(cp.stdout)
-        assert stale.name in rep["netns"] and str(stale_file) in rep["files"]
-        assert stale.name not in netns.list_netns() and not stale_file.exists()
-        assert live.name in netns.list_netns() and live.name in rep["kept_live"]
-        assert orphan.pid in rep["processes"] and orphan.wait(5) == -signal.SIGKILL
-        assert live_proc.pid not in rep["processes"] and live_proc.poll() is None
+        # An orphan of the dead run: its command line names the dead run's socket (as QEMU's -chardev would).
+        with (
+            Child([*sleeper, f"{stale_file}"], stderr=subprocess.DEVNULL) as orphan,
+            Child([*sleeper, f"/run/vhtune-lab/{names.lab_name('s')}.sock"], stderr=subprocess.DEVNULL) as live_proc,
+        ):
+            dry = hygiene.clean(dry_run=True)
+            assert stale.name in dry.netns and stale.name in netns.list_netns()
+            cp = _vhtune("lab", "clean", "--json", timeout=60)
+            assert cp.returncode == 0, cp.stderr
+            rep = json.loads(cp.stdout)
+            assert stale.name in rep["netns"] and str(stale_file) in rep["files"]
+            assert stale.name not in netns.list_netns() and not stale_file.exists()
+            assert live.name in netns.list_netns() and live.name in rep["kept_live"]
+            assert orphan.pid in rep["processes"] and orphan.wait(5) == -signal.SIGKILL
+            assert live_proc.pid not in rep["processes"] and live_proc.poll() is None
     finally:
-        for pr in (orphan, live_proc):
-            if pr.poll() is None:
-                pr.kill()
-            pr.wait()
         live.destroy()
         stale.created = True
         stale.destroy()
@@ -113,13 +108,8 @@ def test_clean_removes_dead_runs_only(no_leftovers: None) -> None:
 
 @pytest.mark.slow
 def test_sigterm_mid_run_tears_everything_down(require_root: None) -> None:
-    p = subprocess.Popen(
-        [sys.executable, "-m", "vhtune", "lab", "run", "guest-ping", "--backend", "dpdk", "--duration", "20"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    argv = [sys.executable, "-m", "vhtune", "lab", "run", "guest-ping", "--backend", "dpdk", "--duration", "20"]
+    with Child(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
         # Wait until the run has its netns, back-end and guest up, then stop it the way a service manager would.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -130,10 +120,6 @@ def test_sigterm_mid_run_tears_everything_down(require_root: None) -> None:
         assert hygiene.snapshot(p.pid, own_only=True)["netns"], "the run never created its netns"
         p.send_signal(signal.SIGTERM)
         _out, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     assert p.returncode == 7 and "interrupted" in err and "Traceback" not in err
     left = hygiene.snapshot(p.pid, own_only=True)
     assert not any(left[k] for k in ("netns", "links", "run_files", "hugepages")), left

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import Child
+
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
@@ -108,13 +110,8 @@ def spawned(code: str, *, cpu: int | None = None, rr: bool = False) -> Iterator[
         argv = ["taskset", "-c", str(cpu), *argv]
     if rr:
         argv = ["chrt", "-r", "1", *argv]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    try:
+    with Child(argv, stdout=subprocess.PIPE) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def schedstat(pid: int, tid: int | None = None) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.conftest import Child
 from vhtune.probes import FdTarget, ProbeMaps, TargetSet
 from vhtune.probes.maps import Deltas
 from vhtune.record.select import proc_eventfds
@@ -35,8 +36,7 @@ sys.stdin.readline()
 
 
 def test_eventfd_writes_and_reads_are_counted_exactly(maps: ProbeMaps) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
+    with Child([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         call, kick = (int(x) for x in proc.stdout.readline().split())
         found = dict(proc_eventfds(proc.pid))
@@ -53,10 +53,6 @@ def test_eventfd_writes_and_reads_are_counted_exactly(maps: ProbeMaps) -> None:
         proc.stdin.write("end\n")
         proc.stdin.flush()
         proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
     assert d.fds[(proc.pid, call)] == {"writes": 1234, "reads": 0, "injections": 0}
     assert d.fds[(proc.pid, kick)] == {"writes": 7, "reads": 7, "injections": 0}
     assert len(d.fds) == 2  # the pipe was not watched
@@ -67,8 +63,7 @@ def _count_child(
 ) -> tuple[int, list[int], Deltas]:
     """Run ``code`` (prints its fd numbers, waits for a line, then works and exits), watch what ``watch(pid,
     fds)`` names, and return (pid, fds, the deltas of its work)."""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
+    with Child([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         fds = [int(x) for x in proc.stdout.readline().split()]
         maps.apply(watch(proc.pid, fds))
@@ -77,10 +72,6 @@ def _count_child(
         proc.stdin.flush()
         proc.wait(timeout=10)
         return proc.pid, fds, maps.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def _fds(*targets: FdTarget) -> TargetSet:

@@ -9,11 +9,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 
+from tests.conftest import Child
 from vhtune.errors import RecordingError
 from vhtune.record import read_manifest
 
@@ -94,13 +94,13 @@ def run_record(out: Path, *args: str, timeout: float = 60) -> subprocess.Complet
     return subprocess.run(record_argv(out, *args), capture_output=True, text=True, timeout=timeout)
 
 
-class RecordProcess(subprocess.Popen[str]):
+class RecordProcess(Child):
     """`vhtune record -o OUT ARGS` started as a process (the CLI end to end), stdout and stderr piped; leaving its
     ``with`` block kills it if it still runs."""
 
     def __init__(self, out: Path, *args: str) -> None:
         self.out = out
-        super().__init__(record_argv(out, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        super().__init__(record_argv(out, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def wait_flushes(self, n: int = 1, timeout: float = 30.0) -> dict[str, Any]:
         """Wait for the ``n``-th flush (the first: attached) while the process runs; the manifest then."""
@@ -108,11 +108,3 @@ class RecordProcess(subprocess.Popen[str]):
 
     def _stderr(self) -> str:
         return self.stderr.read() if self.stderr else ""
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        if self.poll() is None:
-            self.kill()
-            self.wait(timeout=10)
-        super().__exit__(exc_type, value, traceback)
