@@ -9,9 +9,15 @@ stamp=$venv/.vhtune-installed
 if [[ ! -x $venv/bin/python ]]; then
     "$py" -m venv "$venv"
 fi
+# pip, minus two harmless notices: a configured local index (file://…/simple) that lacks some package warns
+# once per package, and setuptools warns about every editable install. Errors and pip's exit status pass.
+pip_quiet() {
+    PYTHONWARNINGS="ignore:Editable installation" "$venv/bin/pip" "$@" 2>&1 |
+        { grep -v "^WARNING: Location 'file://[^']*' is ignored: it is neither a file nor a directory\.$" || true; }
+}
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-    "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q -e '.[dev]'
+    pip_quiet install -q --upgrade pip
+    pip_quiet install -q -e '.[dev]'
     touch "$stamp"
 fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
