@@ -52,26 +52,42 @@ def make_plan(requests: list[Request], snapshot: Snapshot, root: Path | None = N
 def apply_plan(plan: Plan, snapshot_fn: SnapshotFn, root: Path | None = None) -> list[Change]:
     """Apply every runtime change; on any failure roll back what this call applied and raise."""
     journal = Journal(plan.id, root)
-    if any(e.get("event") == "applied" for e in journal.entries()) and not _rolled_back(journal):
-        raise TuneError(f"plan {plan.id} is already applied", "verify it, or roll it back first")
-    snap = snapshot_fn()  # re-check targets now: tids may have been reused since planning
-    applied: list[Change] = []
-    for seq, ch in enumerate(plan.changes):
-        if ch.restart_required or ch.is_noop:
-            continue
-        check_target(ch.target, snap)
-        knob = make_knob(ch.knob, ch.target)
-        try:
-            old = knob.normalize(knob.read())
-            journal.append({"event": "saved", "seq": seq, "knob": ch.knob, "target": vars(ch.target), "old": old})
-            knob.apply(ch.proposed)
-            if not knob.verify(ch.proposed):
-                raise TuneError(f"{ch.knob} on {ch.target.label()} reads back {knob.read()!r} after apply")
-        except TuneError as exc:
-            rollback_plan(plan.id, root)
-            raise TuneError(f"applying plan {plan.id} failed and was rolled back: {exc.message}") from None
-        journal.append({"event": "applied", "seq": seq, "new": ch.proposed})
-        applied.append(ch)
+    with journal.lock():
+        if _current_cycle(journal.entries())[1]:
+            raise TuneError(f"plan {plan.id} is already applied", "verify it, or roll it back first")
+        snap = snapshot_fn()  # re-check targets now: tids may have been reused since planning
+        applied: list[Change] = []
+        for seq, ch in enumerate(plan.changes):
+            if ch.restart_required or ch.is_noop:
+                continue
+            check_target(ch.target, snap)
+            knob = make_knob(ch.knob, ch.target)
+            try:
+                old = knob.normalize(knob.read())
+                journal.append(
+                    {
+                        "event": "saved",
+                        "seq": seq,
+                        "knob": ch.knob,
+                        "target": vars(ch.target),
+                        "old": old,
+                        "identity": identity(ch.target),
+                    }
+                )
+                knob.apply(ch.proposed)
+                if not knob.verify(ch.proposed):
+                    raise TuneError(f"{ch.knob} on {ch.target.label()} reads back {knob.read()!r} after apply")
+                journal.append({"event": "applied", "seq": seq, "new": ch.proposed})
+            except TuneError as exc:
+                try:
+                    _rollback(journal)
+                except TuneError as rb:
+                    raise TuneError(
+                        f"applying plan {plan.id} failed ({exc.message}), and so did its rollback: {rb.message}",
+                        rb.hint,
+                    ) from None
+                raise TuneError(f"applying plan {plan.id} failed and was rolled back: {exc.message}") from None
+            applied.append(ch)
     return applied
 
 
@@ -96,36 +112,77 @@ def verify_plan(plan: Plan) -> list[VerifyRow]:
     return rows
 
 
-def _rolled_back(journal: Journal) -> bool:
-    entries = journal.entries()
-    return bool(entries) and entries[-1].get("event") == "rollback-done"
+def _current_cycle(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The entries since the last completed rollback (a plan can be applied and rolled back again and again),
+    and whether that apply is still in force."""
+    done = [i for i, e in enumerate(entries) if e.get("event") == "rollback-done"]
+    cycle = entries[done[-1] + 1 :] if done else entries
+    return cycle, any(e.get("event") == "applied" for e in cycle)
+
+
+def identity(target: Target) -> dict[str, int] | None:
+    """What makes a thread or process the one a value was saved for: its start time (field 22 of
+    /proc/ID/stat, in clock ticks since boot). A tid or pid reused later has a later start time."""
+    key = {"thread": "tid", "backend": "pid"}.get(target.kind)
+    if key is None or key not in target.ident:
+        return None
+    try:
+        stat = Path(f"/proc/{int(target.ident[key])}/stat").read_text()
+        return {key: int(stat[stat.rindex(")") + 2 :].split()[19])}
+    except (OSError, ValueError, IndexError):
+        return {key: -1}  # gone
 
 
 def rollback_plan(pid: str, root: Path | None = None) -> list[dict[str, Any]]:
     """Restore every saved old value, newest first. Works from the journal alone (after SIGKILL too)."""
     journal = Journal(pid, root)
-    entries = journal.entries()
-    if not entries:
+    if not journal.entries():
         raise TuneError(f"plan {pid} has no journal: nothing was applied", "nothing to roll back")
-    restored_seqs = {e["seq"] for e in entries if e.get("event") == "restored"}
-    saved = [e for e in entries if e.get("event") == "saved" and e["seq"] not in restored_seqs]
+    with journal.lock():
+        return _rollback(journal)
+
+
+def _rollback(journal: Journal) -> list[dict[str, Any]]:
+    pid = journal.plan_id
+    cycle, _ = _current_cycle(journal.entries())
+    restored_seqs = {e["seq"] for e in cycle if e.get("event") == "restored"}
+    saved = [e for e in cycle if e.get("event") == "saved" and e["seq"] not in restored_seqs]
     this_boot = boot_id()
     done: list[dict[str, Any]] = []
     errors: list[str] = []
+    journal_errors: list[str] = []
+
+    def record(entry: dict[str, Any]) -> None:
+        # A journal that cannot be written (full disk) must not stop the other values from being restored.
+        try:
+            journal.append(entry)
+        except TuneError as exc:
+            journal_errors.append(exc.message)
+
     for e in reversed(saved):
         target = Target(**e["target"])
         knob = make_knob(e["knob"], target)
         if e.get("boot_id") != this_boot and not KNOBS[e["knob"]].survives_reboot:
-            journal.append({"event": "restored", "seq": e["seq"], "note": "reset by reboot"})
+            record({"event": "restored", "seq": e["seq"], "note": "reset by reboot"})
+            continue
+        if e.get("identity") is not None and identity(target) != e["identity"]:
+            # The thread or process exited since (its value went with it), or its id now names another one.
+            record({"event": "restored", "seq": e["seq"], "note": "target exited"})
             continue
         try:
             knob.rollback(e["old"])
         except TuneError as exc:
             errors.append(exc.message)
             continue
-        journal.append({"event": "restored", "seq": e["seq"], "old": e["old"]})
+        record({"event": "restored", "seq": e["seq"], "old": e["old"]})
         done.append(e)
     if errors:
         raise TuneError(f"rollback of plan {pid} left {len(errors)} value(s) unrestored: {'; '.join(errors)}")
-    journal.append({"event": "rollback-done"})
+    if not journal_errors:
+        record({"event": "rollback-done"})
+    if journal_errors:
+        raise TuneError(
+            f"rollback of plan {pid} restored every value but could not record it: {journal_errors[0]}",
+            f"free space, then run `vhtune tune rollback {pid}` again to record it",
+        )
     return done
