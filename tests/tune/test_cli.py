@@ -51,3 +51,22 @@ def test_cli_refuses_thread_it_did_not_discover(tmp_path: Path) -> None:
     proc = vhtune("tune", "plan", "--set", "thread-affinity", f"tid={os.getpid()}", "0", env=env)
     assert proc.returncode == 6
     assert "refusing to touch it" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("knob", "target", "value"),
+    [
+        ("thread-affinity", "tid=abc", "0"),  # a name where a tid belongs
+        ("backend-tunable", "pid=auto,key=burst", "32"),  # pid=auto without `tune auto --scenario`
+        ("thread-sched", "tid={vcpu}", '{"policy": "fifo", "priority": "high"}'),
+        ("qemu-option", "vm={vm}", '{"option": "queues"}'),
+    ],
+)
+def test_cli_bad_values_are_one_sentence(
+    knob: str, target: str, value: str, paused_vm: tuple[int, int], tmp_path: Path
+) -> None:
+    pid, tid = paused_vm
+    env = {**os.environ, "VHTUNE_STATE_DIR": str(tmp_path)}
+    proc = vhtune("tune", "plan", "--set", knob, target.format(vcpu=tid, vm=pid), value, env=env)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("vhtune: error: ") and "Traceback" not in proc.stderr, proc.stderr

@@ -204,3 +204,13 @@ def test_queue_mask_format() -> None:
 
     assert mask_to_cpus("00000003\n") == [0, 1] and mask_to_cpus("1,00000000") == [32]
     assert cpus_to_mask([0, 1]) == "3" and cpus_to_mask([]) == "0"
+
+
+@pytest.mark.parametrize("value", [1.5, [-1], {"cpus": 1}])
+def test_tap_queue_mask_refuses_a_bad_value_in_one_sentence(value: object, state_root: Path) -> None:
+    with Netns() as ns:
+        tap(ns, "vhltuneq1", multi_queue=True)
+        snap = snapshot_with(taps=[TapInfo(name="vhltuneq1", netns=ns.name)])
+        target = Target("tap", {"dev": "vhltuneq1", "netns": ns.name, "queue": "tx-0"})
+        with pytest.raises(TuneError, match="CPU"):
+            make_plan([Request("tap-queue-mask", target, value)], snap)

@@ -29,12 +29,20 @@ TUNABLE_THREAD_ROLES = {ROLE_VCPU, ROLE_VHOST_WORKER, ROLE_BACKEND, ROLE_VMM}
 HOST_WIDE = {"sysctl", "module-param"}
 
 
+def _id(ident: dict[str, object], key: str) -> int:
+    """ident[key] as a thread or process id, or a TuneError that says how to write it."""
+    try:
+        return int(str(ident.get(key, -1)))
+    except ValueError:
+        raise TuneError(f"{key}={ident[key]!r} is not a number", f"write it like {key}=1234") from None
+
+
 def check_target(target: Target, snap: Snapshot) -> None:
     kind, ident = target.kind, target.ident
     if kind in HOST_WIDE:
         return
     if kind == "thread":
-        _check_thread(int(ident.get("tid", -1)), snap)
+        _check_thread(_id(ident, "tid"), snap)
         return
     if kind == "cgroup":
         _check_cgroup(target, snap)
@@ -53,7 +61,7 @@ def check_target(target: Target, snap: Snapshot) -> None:
             return
         raise TuneError(f"VM {vm!r} was not discovered on this host", "pick a VM from `vhtune discover`")
     if kind == "backend":
-        pid = int(ident.get("pid", -1))
+        pid = _id(ident, "pid")
         if any(b.pid == pid for b in snap.backends):
             return
         raise TuneError(f"back-end pid {pid} was not discovered on this host", "pick one from `vhtune discover`")
@@ -80,9 +88,9 @@ def _check_cgroup(target: Target, snap: Snapshot) -> None:
     """A cpuset cgroup is named by a discovered task in it, and must hold nothing vhtune did not discover."""
     ident = target.ident
     if "tid" in ident:
-        _check_thread(int(ident["tid"]), snap)
+        _check_thread(_id(ident, "tid"), snap)
     else:
-        pid = int(ident.get("pid", -1))
+        pid = _id(ident, "pid")
         if pid not in discovered_pids(snap):
             raise TuneError(
                 f"process {pid} is not a VM or back-end that vhtune discovered; refusing to touch its cgroup",

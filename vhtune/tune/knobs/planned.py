@@ -40,7 +40,13 @@ class QemuOptionKnob(Knob):
     def command(self, value: Value) -> str:
         if not isinstance(value, dict) or value.get("option") not in QEMU_OPTIONS:
             raise TuneError(f"qemu-option takes option/value with option in {', '.join(QEMU_OPTIONS)}")
-        v = int(value["value"])
+        try:
+            v = int(value["value"])
+        except (KeyError, TypeError, ValueError):
+            raise TuneError(
+                f"qemu-option {value['option']} needs an integer value, got {value!r}",
+                '{"option": "rx_queue_size", "value": 1024}',
+            ) from None
         opt = value["option"]
         fields = {"v": v, "vectors": 2 * v + 2, "ns": v * 1000, "vm": self.target.ident.get("vm", "VM")}
         return f"restart with {QEMU_OPTIONS[opt].format(**fields)}  (libvirt: {LIBVIRT[opt].format(**fields)})"

@@ -50,7 +50,13 @@ class QueueMaskKnob(Knob):
             return [value]
         if isinstance(value, str):
             return parse_cpulist(value)
-        return sorted(int(c) for c in value)
+        try:
+            cpus = sorted({int(c) for c in value})
+        except (TypeError, ValueError):
+            raise TuneError(f"{value!r} is not a CPU list", "write it like 0-2,5") from None
+        if any(c < 0 for c in cpus):
+            raise TuneError(f"{value!r} names a negative CPU", "write it like 0-2,5")
+        return cpus
 
     def read(self) -> Value:
         ns, path, dev = self._where()

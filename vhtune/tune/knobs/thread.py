@@ -82,10 +82,18 @@ class ThreadSchedKnob(Knob):
         if policy not in _POLICIES:
             raise TuneError(f"unknown scheduling policy {policy!r}", f"use one of {', '.join(_POLICIES)}")
         rt = policy in ("fifo", "rr")
-        prio = int(value.get("priority", 1 if rt else 0))
+        try:
+            prio = int(value.get("priority", 1 if rt else 0))
+            nice = int(value.get("nice", 0))
+        except (TypeError, ValueError):
+            raise TuneError(
+                f"{self.name} priority and nice must be integers, got {value!r}", '{"policy": "fifo", "priority": 10}'
+            ) from None
         if (rt and not 1 <= prio <= 99) or (not rt and prio != 0):
             raise TuneError(f"priority {prio} is invalid for policy {policy}", "1..99 for fifo/rr, 0 otherwise")
-        return {"policy": policy, "priority": prio, "nice": int(value.get("nice", 0))}
+        if not -20 <= nice <= 19:
+            raise TuneError(f"nice {nice} is out of range", "-20..19")
+        return {"policy": policy, "priority": prio, "nice": nice}
 
     def read(self) -> Value:
         tid = _tid(self)
