@@ -152,3 +152,145 @@ def test_unknown_detector_and_only(tmp_path: Path) -> None:
     assert p.returncode == 0 and json.loads(p.stdout)["findings"] == []
     p = _cli("analyze", str(d), "--only", "backend-cpu-contention", "--json")
     assert [f["id"] for f in json.loads(p.stdout)["findings"]] == ["backend-cpu-contention"]
+
+
+def _set_column(chunk: Path, name: str, values: object) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(chunk)
+    pq.write_table(t.set_column(t.column_names.index(name), name, pa.array(values)), chunk)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [("taps", "rx_packets", "x"), ("taps", "ts", "x"), ("taps", "rx_packets", None), ("backend_queues", "ts", "x")],
+    ids=["text-in-int", "text-in-ts", "null-in-int", "backend-queues-ts"],
+)
+def test_chunk_with_a_column_of_the_wrong_type(tmp_path: Path, table: str, column: str, value: object) -> None:
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=3))
+    chunk = next((d / table).glob("*.parquet"))
+    _set_column(chunk, column, [value] * 3 if value is not None else [None, None, None])
+    with pytest.raises(RecordingError, match=re.escape(f"chunk {chunk} ")) as e:
+        api.load(d)
+    assert column in e.value.message and e.value.hint
+    _one_clear_line(_cli("analyze", str(d)), str(chunk))
+    _one_clear_line(_cli("report", str(d), "-o", str(tmp_path / "r.html")), str(chunk))
+
+
+@pytest.mark.parametrize("column", ["oncpu_pct", "comm", "wakeups"])
+def test_one_chunk_lacking_a_column_is_named_not_filled_with_nan(tmp_path: Path, column: str) -> None:
+    import pyarrow.parquet as pq
+
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=6))
+    first = d / "threads" / "000001.parquet"
+    t = pq.read_table(first)
+    half = t.num_rows // 2
+    pq.write_table(t.slice(0, half), first)
+    pq.write_table(t.slice(half).drop([column]), d / "threads" / "000002.parquet")
+    with pytest.raises(RecordingError, match=re.escape(f"chunk {d / 'threads' / '000002.parquet'} lacks")):
+        api.load(d)
+    _one_clear_line(_cli("analyze", str(d)), "000002.parquet lacks")
+
+
+def _edit_manifest(d: Path, text: str) -> None:
+    (d / "manifest.json").write_text(text)
+
+
+def _with(d: Path, **kv: object) -> str:
+    m = json.loads((d / "manifest.json").read_text())
+    return json.dumps({**m, **kv})
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda d: _with(d, schema_version="abc"), "schema version"),
+        (lambda d: _with(d, schema_version=None), "schema version"),
+        (lambda d: _with(d, schema_version="9" * 5000), "schema version"),
+        (lambda d: _with(d, interval_s="abc"), "interval_s"),
+        (lambda d: _with(d, interval_s=10**400), "interval_s"),
+        (lambda d: _with(d, interval_s=-1), "interval_s"),
+        (lambda d: _with(d, interval_s=[1]), "interval_s"),
+        (lambda d: _with(d, interval_s=True), "interval_s"),
+        (lambda d: _with(d)[:-1] + ', "interval_s": NaN}', "interval_s"),
+        (lambda d: _with(d, complete="false"), "complete"),
+        (lambda d: _with(d, probes=[1, 2]), "probes"),
+        (lambda d: _with(d, probes="abc"), "probes"),
+        (lambda d: '{"format": "vhtune-recording", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "is unreadable"),
+    ],
+    ids=[
+        "version-text",
+        "version-null",
+        "version-huge",
+        "interval-text",
+        "interval-huge-int",
+        "interval-negative",
+        "interval-list",
+        "interval-bool",
+        "interval-nan",
+        "complete-text",
+        "probes-list",
+        "probes-text",
+        "deeply-nested",
+    ],
+)
+def test_manifest_values_of_the_wrong_shape(tmp_path: Path, edit, needle: str) -> None:  # type: ignore[no-untyped-def]
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=3))
+    _edit_manifest(d, edit(d))
+    with pytest.raises(RecordingError, match=re.escape(needle)) as e:
+        api.load(d)
+    assert "manifest.json" in e.value.message and e.value.hint
+    _one_clear_line(_cli("analyze", str(d)), needle)
+    _one_clear_line(_cli("report", str(d), "-o", str(tmp_path / "r.html")), needle)
+
+
+def test_chunks_missing_on_disk_are_said_not_silently_dropped(tmp_path: Path) -> None:
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=6))
+    (d / "threads" / "000001.parquet").unlink()
+    with pytest.raises(RecordingError, match=r"table threads .* 0 rows on disk .* 18") as e:
+        api.load(d)
+    assert e.value.hint
+    _one_clear_line(_cli("analyze", str(d)), "table threads")
+
+
+def test_chunks_on_disk_beyond_the_manifest_load(tmp_path: Path) -> None:
+    """Killed between a chunk's rename and the manifest's: the chunk is there, the manifest does not count it."""
+    import shutil
+
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=6))
+    shutil.copy(d / "threads" / "000001.parquet", d / "threads" / "000002.parquet")
+    assert len(api.load(d).threads) == 36
+
+
+def _unreadable_dir(d: Path) -> None:
+    d.chmod(0o311)
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda d: (__import__("shutil").rmtree(d / "taps"), (d / "taps").write_text("x")), "taps is unreadable"),
+        (lambda d: (__import__("shutil").rmtree(d / "taps"), (d / "taps").symlink_to("taps")), "taps is unreadable"),
+        (lambda d: _unreadable_dir(d / "taps"), "taps is unreadable"),
+        (lambda d: _unreadable_dir(d), "r/manifest.json"),
+    ],
+    ids=["table-is-a-file", "table-symlink-loop", "table-dir-unreadable", "recording-dir-unreadable"],
+)
+def test_unreadable_table_or_recording_directory(tmp_path: Path, make, needle: str) -> None:  # type: ignore[no-untyped-def]
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=3))
+    make(d)
+    if d.stat().st_mode & 0o400 == 0:
+        (d / "manifest.json").chmod(0)
+    # as root without the capabilities that skip permission checks, like the user who runs vhtune
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    try:
+        for args in (["analyze", str(d)], ["report", str(d), "-o", str(tmp_path / "r.html")]):
+            p = subprocess.run(
+                [*drop, sys.executable, "-m", "vhtune", *args], capture_output=True, text=True, timeout=60, check=False
+            )
+            _one_clear_line(p, needle)
+    finally:
+        d.chmod(0o755)
+        if (d / "taps").is_dir() and not (d / "taps").is_symlink():
+            (d / "taps").chmod(0o755)

@@ -11,7 +11,7 @@ from vhtune.cli.output import console, emit_json, table
 
 
 @cli.command("analyze")
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path(path_type=Path, readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Findings and recording facts as JSON.")
 @click.option("--only", multiple=True, metavar="ID", help="Run only this detector (repeatable).")
 def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...]) -> None:

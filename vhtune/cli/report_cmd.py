@@ -11,7 +11,7 @@ from vhtune.report import FORMATS
 
 
 @cli.command("report")
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path(path_type=Path, readable=False))
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), required=True, help="File to write.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Default: from -o's suffix, else html.")
 def report_cmd(directory: Path, output: Path, fmt: str | None) -> None:

@@ -12,10 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from vhtune.errors import RecordingError
-from vhtune.record.frames import coerce, frame
+from vhtune.record.reader import chunk_files, read_chunks
 from vhtune.schema import Column, TableSchema
 
 BACKEND_QUEUES = TableSchema(
@@ -41,18 +39,4 @@ BACKEND_QUEUES = TableSchema(
 
 
 def read_backend_queues(directory: Path) -> pd.DataFrame:
-    tdir = directory / BACKEND_QUEUES.name
-    files = sorted(tdir.glob("*.parquet")) if tdir.is_dir() else []
-    if not files:
-        return frame(BACKEND_QUEUES, [])
-    parts = []
-    for f in files:
-        try:
-            parts.append(pq.read_table(f).to_pandas())
-        except Exception as exc:  # pyarrow raises several types for damaged files
-            raise RecordingError(f"chunk {f} is unreadable ({exc})") from None
-    df = pd.concat(parts, ignore_index=True)
-    missing = [c for c in BACKEND_QUEUES.names if c not in df.columns]
-    if missing:
-        raise RecordingError(f"table backend_queues in {directory} lacks columns {missing}")
-    return coerce(BACKEND_QUEUES, df)
+    return read_chunks(BACKEND_QUEUES, chunk_files(directory, BACKEND_QUEUES.name))
