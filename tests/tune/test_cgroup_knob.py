@@ -170,6 +170,60 @@ def test_sigkill_mid_apply_then_rollback(worker: tuple[int, int], test_cgroup: C
     assert Journal(plan_id, state_root).entries()[-1]["event"] == "rollback-done"
 
 
+@pytest.fixture
+def second_cgroup(test_cgroup: CpusetDir) -> Iterator[CpusetDir]:
+    """A sibling of test_cgroup, made and removed the same way."""
+    d = test_cgroup.parent / f"{test_cgroup.dir.name}-b"
+    d.mkdir()
+    try:
+        for f in ("cpuset.mems", "cpuset.cpus") if test_cgroup.version == 1 else ("cpuset.cpus",):
+            (d / f).write_text((test_cgroup.dir / f).read_text())
+        yield CpusetDir(d, test_cgroup.parent, test_cgroup.version)
+    finally:
+        if d.exists():
+            for pid in (d / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    (test_cgroup.parent / "cgroup.procs").write_text(f"{pid}\n")
+            d.rmdir()
+
+
+def test_rollback_restores_the_cgroup_it_changed_not_the_tasks_new_one(
+    worker: tuple[int, int], test_cgroup: CpusetDir, second_cgroup: CpusetDir, state_root: Path
+) -> None:
+    # The value lives in the cgroup, not in the task: libvirt moving a VM, or the pid being reused by a process
+    # in another cgroup, must not send the old CPU list to wherever that pid is now.
+    pid, tid = worker
+    test_cgroup.add(pid)
+    original, other = test_cgroup.cpus.read_text(), second_cgroup.cpus.read_text()
+    cpu = max(parse_cpulist(original))
+    snap = snapshot_with(threads=[backend_thread(pid, tid)])
+    plan = make_plan([Request("cgroup-cpuset", Target("cgroup", {"pid": pid}), cpu)], snap)
+    apply_plan(plan, lambda: snap)
+    assert test_cgroup.cpus.read_text() == f"{cpu}\n"
+    second_cgroup.add(pid)
+    rollback_plan(plan.id)
+    assert test_cgroup.cpus.read_text() == original
+    assert second_cgroup.cpus.read_text() == other
+
+
+def test_rollback_after_the_cgroup_was_removed_completes(
+    worker: tuple[int, int], test_cgroup: CpusetDir, second_cgroup: CpusetDir, state_root: Path
+) -> None:
+    # A VM that stopped takes its cgroup with it (libvirt removes the scope): nothing is left to restore.
+    pid, tid = worker
+    second_cgroup.add(pid)
+    cpu = max(parse_cpulist(second_cgroup.cpus.read_text()))
+    snap = snapshot_with(threads=[backend_thread(pid, tid)])
+    plan = make_plan([Request("cgroup-cpuset", Target("cgroup", {"pid": pid}), cpu)], snap)
+    apply_plan(plan, lambda: snap)
+    test_cgroup.add(pid)
+    second_cgroup.dir.rmdir()
+    rollback_plan(plan.id)
+    entries = Journal(plan.id, state_root).entries()
+    assert [e["event"] for e in entries][-2:] == ["restored", "rollback-done"]
+    assert entries[-2]["note"] == "target exited"
+
+
 def test_refuses_the_root_cgroup(worker: tuple[int, int], test_cgroup: CpusetDir, state_root: Path) -> None:
     pid, tid = worker
     (test_cgroup.parent / "cgroup.procs").write_text(f"{pid}\n")  # the hierarchy's root cgroup

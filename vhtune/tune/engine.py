@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,14 +65,15 @@ def apply_plan(plan: Plan, snapshot_fn: SnapshotFn, root: Path | None = None) ->
             knob = make_knob(ch.knob, ch.target)
             try:
                 old = knob.normalize(knob.read())
+                pinned = knob.pinned()
                 journal.append(
                     {
                         "event": "saved",
                         "seq": seq,
                         "knob": ch.knob,
-                        "target": vars(ch.target),
+                        "target": vars(pinned),
                         "old": old,
-                        "identity": identity(ch.target),
+                        "identity": identity(pinned),
                     }
                 )
                 knob.apply(ch.proposed)
@@ -122,7 +124,14 @@ def _current_cycle(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
 
 def identity(target: Target) -> dict[str, int] | None:
     """What makes a thread or process the one a value was saved for: its start time (field 22 of
-    /proc/ID/stat, in clock ticks since boot). A tid or pid reused later has a later start time."""
+    /proc/ID/stat, in clock ticks since boot). A tid or pid reused later has a later start time. A pinned
+    cgroup: its directory's inode (a cgroup removed and made again under the same name is a new one)."""
+    pin = target.ident.get("cgroup")
+    if isinstance(pin, dict):
+        try:
+            return {"cgroup_ino": os.stat(str(pin["dir"])).st_ino}
+        except OSError:
+            return {"cgroup_ino": -1}  # removed
     key = {"thread": "tid", "backend": "pid"}.get(target.kind)
     if key is None or key not in target.ident:
         return None

@@ -56,6 +56,11 @@ class Knob(abc.ABC):
         """Canonical form of a user-given value (so verify compares like with like)."""
         return value
 
+    def pinned(self) -> Target:
+        """The target as the journal keeps it: resolved to the object that holds the value when that object is
+        found through another (a cgroup through a task in it), so a rollback restores that object itself."""
+        return self.target
+
     def verify(self, expected: Value) -> bool:
         return bool(self.normalize(self.read()) == self.normalize(expected))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vhtune.cpulist import format_cpulist
 from vhtune.errors import TuneError
-from vhtune.tune.knob import Knob, Value, parse_cpulist
+from vhtune.tune.knob import Knob, Target, Value, parse_cpulist
 
 PROC_ROOT = Path("/proc")  # seam: unit tests point it at a fake /proc with a fake mountinfo and cgroup files
 
@@ -232,7 +232,17 @@ class CgroupCpusetKnob(Knob):
     survives_reboot = False  # cgroupfs lives in memory; libvirt/systemd recreate the cgroups at boot
 
     def cgroup(self) -> CpusetCgroup:
+        pin = self.target.ident.get("cgroup")
+        if isinstance(pin, dict):  # a journal's target: the cgroup the value was saved from
+            return CpusetCgroup(int(pin["version"]), str(pin["path"]), Path(str(pin["dir"])), str(pin["prefix"]))
         return locate(*_task(self.target.ident))
+
+    def pinned(self) -> Target:
+        # The task may move to another cgroup (or its pid be reused) before a rollback; the old CPU list belongs
+        # to the cgroup it was read from.
+        cg = self.cgroup()
+        pin = {"version": cg.version, "path": cg.path, "dir": str(cg.dir), "prefix": cg.prefix}
+        return Target(self.target.kind, {**self.target.ident, "cgroup": pin})
 
     def normalize(self, value: Value) -> Value:
         return _cpus(value)
