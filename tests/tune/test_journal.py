@@ -101,6 +101,29 @@ def test_second_apply_of_the_same_plan_is_rolled_back_too(restore_files: list[Pa
         assert int(busy.read_text()) == before
 
 
+def test_planning_an_applied_change_again_keeps_the_applied_plan(restore_files: list[Path], state_root: Path) -> None:
+    # The same change planned while it is applied has the same id: the plan on disk must keep the value from
+    # before the apply, or verify would see current == proposed, call the change a no-op and check nothing.
+    from tests.tune.conftest import snapshot_with
+    from vhtune.tune.engine import Request, apply_plan, make_plan, verify_plan
+    from vhtune.tune.knob import Target
+    from vhtune.tune.plan import load_plan
+
+    busy = Path("/proc/sys/net/core/busy_poll")
+    restore_files.append(busy)
+    before = int(busy.read_text())
+    req = Request("sysctl", Target("sysctl", {"key": "net.core.busy_poll"}), before + 13)
+    plan = make_plan([req], snapshot_with())
+    apply_plan(plan, snapshot_with)
+    again = make_plan([req], snapshot_with())
+    assert again.id == plan.id and again.changes[0].current == before
+    assert load_plan(plan.id).changes[0].current == before
+    busy.write_text(f"{before}\n")  # drift
+    assert [r.ok for r in verify_plan(load_plan(plan.id))] == [False]
+    rollback_plan(plan.id, state_root)
+    assert int(busy.read_text()) == before
+
+
 def test_entries_after_a_torn_line_are_kept(state_root: Path) -> None:
     journal = Journal("abc", state_root)
     journal.append({"event": "saved", "seq": 0})

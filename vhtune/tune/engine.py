@@ -13,7 +13,7 @@ from vhtune.errors import TuneError
 from vhtune.tune.journal import Journal, boot_id
 from vhtune.tune.knob import Target, Value
 from vhtune.tune.knobs import KNOBS, make_knob
-from vhtune.tune.plan import Change, Plan, new_plan, save_plan
+from vhtune.tune.plan import Change, Plan, load_plan, new_plan, save_plan
 from vhtune.tune.targets import check_target
 
 SnapshotFn = Callable[[], Snapshot]
@@ -46,6 +46,10 @@ def make_plan(requests: list[Request], snapshot: Snapshot, root: Path | None = N
             )
         )
     plan = new_plan(changes)
+    if _current_cycle(Journal(plan.id, root).entries())[1]:
+        # The same change planned again while it is applied (ids hash the change): the saved plan keeps the
+        # values from before the apply, which verify compares against and the operator needs to see.
+        return load_plan(plan.id, root)
     save_plan(plan, root)
     return plan
 
