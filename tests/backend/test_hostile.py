@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import struct
@@ -630,3 +631,29 @@ def test_26_oversize_packets(env, case: str) -> None:  # type: ignore[no-untyped
             fe.do_kick(1)
             assert fe.wait_used(1, 1) == [(0, 0)]
             logged(caplog, "vq1.desc[0].len", "more than 65548 bytes")
+
+
+# --- beyond the checklist ------------------------------------------------------------------------------------
+def test_drip_fed_message_dropped(env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A peer that sends one byte at a time, each within READ_TIMEOUT of the last, must not keep the connection
+    thread (and with it shutdown) inside one message: READ_TIMEOUT bounds the whole message."""
+    r, caplog = env
+    from vhtune.backend import connection
+
+    monkeypatch.setattr(connection, "READ_TIMEOUT", 0.5)
+    s = raw(r)
+    msg = m.HEADER.pack(Req.SET_VRING_ADDR, 1, m.VRING_ADDR.size) + bytes(m.VRING_ADDR.size)
+    dropped = False
+    try:
+        for b in msg:  # 52 bytes, 0.1 s apart: ten times the whole-message deadline
+            s.sendall(bytes([b]))
+            rd, _, _ = select.select([s], [], [], 0.1)
+            if rd and s.recv(16) == b"":
+                dropped = True
+                break
+    except OSError:
+        dropped = True
+    finally:
+        s.close()
+    assert dropped, "back-end kept reading a drip-fed message"
+    logged(caplog, "header.size", "stalled 0.5 s")

@@ -44,8 +44,9 @@ def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return fds
 
 
-# A message is read only once select() says bytes are there; a peer that then stalls mid-message this long
-# is dropped (it would otherwise pin the connection thread, and with it shutdown).
+# A message is read only once select() says bytes are there; a peer that then takes longer than this for the
+# whole message is dropped (it would otherwise pin the connection thread, and with it shutdown). A deadline for
+# the message, not a per-recv timeout: a peer dripping one byte at a time must not reset it.
 READ_TIMEOUT = 5.0
 
 
@@ -59,10 +60,14 @@ class Conn:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def _recv_exact(self, n: int, fds: list[int], what: str) -> bytes:
+    def _recv_exact(self, n: int, fds: list[int], what: str, deadline: float) -> bytes:
         buf = bytearray()
         while len(buf) < n:
             try:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)
                 data, anc, flags, _ = self.sock.recvmsg(n - len(buf), _CMSG_LEN)
             except TimeoutError:
                 raise ProtocolError(
@@ -82,10 +87,11 @@ class Conn:
     def recv(self) -> Message:
         """Read one message; raises PeerClosed on a clean EOF, ProtocolError on a malformed one."""
         fds: list[int] = []
+        deadline = time.monotonic() + READ_TIMEOUT
         try:
-            head = self._recv_exact(HEADER.size, fds, "header")
+            head = self._recv_exact(HEADER.size, fds, "header", deadline)
             request, flags, size = parse_header(head)
-            payload = self._recv_exact(size, fds, req_name(request)) if size else b""
+            payload = self._recv_exact(size, fds, req_name(request), deadline) if size else b""
             if len(fds) > MAX_FDS:
                 raise ProtocolError(f"{len(fds)} fds attached, at most {MAX_FDS}", None, "fds")
         except BaseException:
@@ -94,6 +100,7 @@ class Conn:
         return Message(request, flags, payload, fds)
 
     def send(self, data: bytes) -> None:
+        self.sock.settimeout(READ_TIMEOUT)  # a peer that does not read its replies is dropped, not waited for
         self.sock.sendall(data)
 
     def close(self) -> None:
