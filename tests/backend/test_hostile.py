@@ -7,6 +7,7 @@ served normally afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -657,3 +658,41 @@ def test_drip_fed_message_dropped(env, monkeypatch: pytest.MonkeyPatch) -> None:
         s.close()
     assert dropped, "back-end kept reading a drip-fed message"
     logged(caplog, "header.size", "stalled 0.5 s")
+
+
+def test_blocking_call_eventfd_cannot_hang(env) -> None:  # type: ignore[no-untyped-def]
+    """A call eventfd without EFD_NONBLOCK whose counter the front-end parked at its maximum: signalling it must
+    not block the worker (and, through call_lock, the connection thread) forever."""
+    r, _ = env
+    fe = r.connect()
+    call = os.eventfd(0, os.EFD_CLOEXEC)  # blocking
+    try:
+        fe.start(queues=(0,))
+        fe.setup_queue(1)
+        fe.send(Req.SET_VRING_CALL, m.U64.pack(1), [call])
+        fe.sync()
+        os.eventfd_write(call, 0xFFFF_FFFF_FFFF_FFFE)  # the next write of 1 would block
+        fe.tx(1, [net.make_frame(64)] * 4)
+        assert len(fe.wait_used(1, 4)) == 4
+        fe.close()
+        assert wait_for(lambda: not r.control.stats()["connected"], 15), "connection thread hung on the call fd"
+    finally:
+        with contextlib.suppress(OSError):  # release a writer blocked on it, if any, so later tests run
+            os.set_blocking(call, False)
+            os.eventfd_read(call)
+        os.close(call)
+
+
+def test_semaphore_kick_eventfd_refused(env) -> None:  # type: ignore[no-untyped-def]
+    """An EFD_SEMAPHORE kick fd yields 1 per read: with a large counter the worker would wake without end."""
+    r, caplog = env
+    fe = r.connect()
+    fe.handshake()
+    kick = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK)
+    try:
+        fe.send(Req.SET_VRING_NUM, m.VRING_STATE.pack(1, 256))
+        fe.send(Req.SET_VRING_KICK, m.U64.pack(1), [kick])
+        logged(caplog, "SET_VRING_KICK.fd", "EFD_SEMAPHORE")
+        expect_close(fe)
+    finally:
+        os.close(kick)

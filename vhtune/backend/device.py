@@ -57,6 +57,15 @@ def is_eventfd(fd: int) -> bool:
         return False
 
 
+def is_semaphore(fd: int) -> bool:
+    """EFD_SEMAPHORE, as /proc/self/fdinfo shows it (Linux >= 6.3; older kernels do not say: False)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            return any(line.split(":")[0] == "eventfd-semaphore" and line.split(":")[1].strip() == "1" for line in f)
+    except OSError:
+        return False
+
+
 class NetDevice:
     """State of one front-end connection. :meth:`handle` returns the reply bytes to send, if any."""
 
@@ -280,6 +289,15 @@ class NetDevice:
             if not is_eventfd(fd):
                 os.close(fd)
                 raise ProtocolError("the fd is not an eventfd", msg.name, "fd")
+            if attr == "kick_fd" and is_semaphore(fd):
+                # Each read takes 1 from the counter: a large count would wake the worker without end.
+                os.close(fd)
+                raise ProtocolError("the kick eventfd is in EFD_SEMAPHORE mode", msg.name, "fd")
+            # Never block on the front-end's counter: a blocking eventfd whose counter the front-end parks at
+            # its maximum (write) or drains itself (read) would hang the worker, and through call_lock the
+            # connection thread. O_NONBLOCK is shared with the front-end's copy; QEMU and DPDK create these
+            # eventfds EFD_NONBLOCK anyway, so for them nothing changes.
+            os.set_blocking(fd, False)
         if attr == "kick_fd":
             self._stop(vq)
             vq.kick_polling = fd is None
