@@ -696,3 +696,15 @@ def test_semaphore_kick_eventfd_refused(env) -> None:  # type: ignore[no-untyped
         expect_close(fe)
     finally:
         os.close(kick)
+
+
+def test_mem_table_payload_longer_than_its_regions(env) -> None:  # type: ignore[no-untyped-def]
+    """nregions 1 but two region entries in the payload: the size disagrees with the count; refused, not
+    silently truncated to the first region."""
+    r, caplog = env
+    fe = r.connect()
+    fe.send(Req.SET_OWNER)
+    two = fe.mem_table_payload([(GPA, 0x1000, UVA, 0), (GPA + 0x1000, 0x1000, UVA + 0x1000, 0x1000)])
+    fe.send(Req.SET_MEM_TABLE, m.MEM_TABLE_HEAD.pack(1, 0) + two[m.MEM_TABLE_HEAD.size :], [fe.memfd])
+    logged(caplog, "SET_MEM_TABLE.size", "1 regions need 40")
+    expect_close(fe)

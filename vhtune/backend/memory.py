@@ -42,7 +42,7 @@ def parse_mem_table(payload: bytes, nfds: int) -> list[RegionDesc]:
     if nregions == 0 or nregions > MAX_REGIONS:
         raise ProtocolError(f"nregions {nregions} not in 1..{MAX_REGIONS}", REQ, "nregions")
     want = MEM_TABLE_HEAD.size + nregions * MEM_REGION.size
-    if len(payload) < want:
+    if len(payload) != want:
         raise ProtocolError(f"payload {len(payload)} bytes, {nregions} regions need {want}", REQ, "size")
     if nfds != nregions:
         raise ProtocolError(f"{nfds} fds for {nregions} regions", REQ, "fds")
