@@ -16,6 +16,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dir_durable(path: Path) -> None:
+    """``mkdir -p path``; each directory it creates is fsynced into its parent, so a file renamed into ``path``
+    and fsynced there cannot outlive ``path`` itself after power loss."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for d in reversed(missing):
+        with contextlib.suppress(PermissionError):  # a parent we may write but not read cannot be opened
+            fsync_dir(d.parent)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to ``path.tmp``, fsync, rename over ``path``, fsync the directory. The tmp file never survives."""
     tmp = path.with_name(path.name + ".tmp")

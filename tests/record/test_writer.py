@@ -102,3 +102,35 @@ def test_hist_quantile_uses_bucket_upper_edges() -> None:
     assert hist_quantile(counts, 0.5) == 2.0**11
     assert hist_quantile(counts, 0.99) == 2.0**21
     assert math.isnan(hist_quantile([0] * 40, 0.99))
+
+
+def test_new_directories_are_durable_before_the_manifest_counts_their_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory entry is data of its parent: after power loss the manifest must not name rows whose table
+    directory (or recording directory) was never made durable."""
+    import os
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    rec = tmp_path / "parent" / "rec"
+    w = RecordingWriter(rec, {})
+    first = events.index(("replace", str(rec / MANIFEST_NAME)))
+    assert ("fsync", str(rec.parent)) in events[:first]
+    del events[:]
+    w.add("threads", [_thread_row(1)])
+    w.flush()
+    at = events.index(("replace", str(rec / MANIFEST_NAME)))
+    assert ("fsync", str(rec / "threads")) in events[:at]
+    assert ("fsync", str(rec)) in events[:at]  # the new threads/ entry in rec, before the manifest counts it

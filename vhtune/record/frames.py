@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vhtune.fsutil import atomic_write
+from vhtune.fsutil import atomic_write, make_dir_durable
 from vhtune.schema import TableSchema
 
 
@@ -32,7 +32,7 @@ def frame(schema: TableSchema, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 def write_chunk(path: Path, schema: TableSchema, rows: Sequence[dict[str, Any]]) -> None:
     """One Parquet chunk of ``schema``'s table, written atomically (readers see it whole or not at all).
     Raises OSError (disk full, read-only…) for the caller to phrase."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir_durable(path.parent)
     buf = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pandas(frame(schema, rows), preserve_index=False), buf)
     atomic_write(path, buf.getvalue().to_pybytes())

@@ -20,7 +20,7 @@ from typing import Any
 from vhtune import __version__
 from vhtune.cli.output import to_jsonable
 from vhtune.errors import RecordingError
-from vhtune.fsutil import atomic_write
+from vhtune.fsutil import atomic_write, make_dir_durable
 from vhtune.record.frames import write_chunk
 from vhtune.schema import MANIFEST_NAME, RECORDING_FORMAT, SCHEMA_VERSION, TABLES
 
@@ -61,7 +61,7 @@ class RecordingWriter:
 
     def _open(self) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            make_dir_durable(self.dir)
         except OSError as exc:
             raise RecordingError(
                 f"cannot create the recording directory {self.dir}: {_why(exc)}",
