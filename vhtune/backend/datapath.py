@@ -69,6 +69,9 @@ class QueuePath:
         self.running = True
         self.pending_calls = 0
         self.bursts_since_call = 0
+        # gen: the avail index up to which the pending buffers proved unusable (too small, or too few for one
+        # frame) and were left in place; the worker sleeps until the driver adds past it. None: no such stall.
+        self.stalled_at: int | None = None
         self.rate_log = _RateLog()
         self._gen_cache: bytes | None = None
         self._gen_tpl = np.empty(0, dtype=np.uint8)
@@ -425,12 +428,18 @@ class QueuePath:
             self._rows_key = key
         return self._rows_view
 
+    def seen_avail(self) -> int:
+        """The avail index up to which every buffer has been dealt with (taken, or found unusable by gen)."""
+        return self.vq.last_avail if self.stalled_at is None else self.stalled_at
+
     def gen_step(self, burst: int) -> int:
         """Fill up to ``burst`` RX buffers with the template frame (vectorized when buffers are plain)."""
         with self.lock:
             vq, mem = self.vq, self.vq.mem
             assert mem is not None
-            n = min(self._pending() or 0, burst)
+            self.stalled_at = None
+            pending = self._pending() or 0
+            n = min(pending, burst)
             if not n:
                 return 0
             data = self._gen_data
@@ -452,7 +461,12 @@ class QueuePath:
                     self.stats.burst(n)
                     self.after_push(old)
                     return n
-        return self.deliver([self.io.frame] * n)
+            first = vq.last_avail
+        done = self.deliver([self.io.frame] * n)
+        if not done and vq.last_avail == first:
+            # Nothing filled and nothing returned: these buffers stay unusable until the driver adds more.
+            self.stalled_at = (first + pending) & 0xFFFF
+        return done
 
     def tap_rx_step(self, burst: int) -> int:
         """Read up to ``burst`` frames from the tap queue into RX buffers."""

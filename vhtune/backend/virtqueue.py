@@ -268,11 +268,13 @@ class Virtqueue:
         if not self.event_idx:
             self.used_hdr[0] = USED_F_NO_NOTIFY
 
-    def kicks_on(self) -> bool:
-        """Ask for a kick on the next buffer; returns True if work arrived meanwhile (then don't sleep)."""
+    def kicks_on(self, seen: int | None = None) -> bool:
+        """Ask for a kick on the next buffer past avail index ``seen`` (default: last_avail, everything taken);
+        returns True if work arrived meanwhile (then don't sleep)."""
+        mark = self.last_avail if seen is None else seen
         if self.event_idx:
-            self.avail_event[0] = self.last_avail
+            self.avail_event[0] = mark
         else:
             self.used_hdr[0] = 0
         full_barrier()
-        return int(self.avail_idx[0]) != self.last_avail
+        return int(self.avail_idx[0]) != mark

@@ -101,7 +101,7 @@ class Worker(threading.Thread):
                 with p.peer.lock:
                     p.peer.flush_calls()
             wait_fd, arm = self._wait_target()
-            if arm and vq.kicks_on():
+            if arm and vq.kicks_on(p.seen_avail()):
                 vq.kicks_off()
                 continue
             for fd in registered - {wait_fd}:
@@ -147,8 +147,9 @@ class Worker(threading.Thread):
         if self.kind == "tap":
             return False
         vq = self.path.vq
+        seen = self.path.seen_avail()
         deadline = time.monotonic_ns() + us * 1000
         while time.monotonic_ns() < deadline and not self._stopping:
-            if int(vq.avail_idx[0]) != vq.last_avail:
+            if int(vq.avail_idx[0]) != seen:
                 return True
         return False
