@@ -7,6 +7,11 @@ import os
 from pathlib import Path
 
 
+class NotDurableError(OSError):
+    """The new file is in place (readers see it), but fsync of its directory failed: power loss may still lose
+    the rename. The caller must not write the same data again as if it were not there."""
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable (the directory entry is data of the directory)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -31,7 +36,8 @@ def make_dir_durable(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to ``path.tmp``, fsync, rename over ``path``, fsync the directory. The tmp file never survives."""
+    """Write to ``path.tmp``, fsync, rename over ``path``, fsync the directory. The tmp file never survives.
+    NotDurableError when only the last step failed (``path`` already holds ``data``)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -39,8 +45,11 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise NotDurableError(exc.errno, exc.strerror) from exc

@@ -134,3 +134,29 @@ def test_new_directories_are_durable_before_the_manifest_counts_their_chunks(
     at = events.index(("replace", str(rec / MANIFEST_NAME)))
     assert ("fsync", str(rec / "threads")) in events[:at]
     assert ("fsync", str(rec)) in events[:at]  # the new threads/ entry in rec, before the manifest counts it
+
+
+def test_a_chunk_renamed_into_place_is_never_written_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # fsync of the directory can fail (EIO) after the chunk was renamed into place: the chunk is there, so its rows
+    # are written; writing them again at the next flush would load them twice.
+    from vhtune import fsutil
+
+    w = RecordingWriter(tmp_path / "rec", {})
+    w.add("threads", [_thread_row(i) for i in range(3)])
+    w.flush()
+    real = fsutil.fsync_dir
+
+    def failing(path: Path) -> None:
+        if path.name == "threads":
+            raise OSError(5, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", failing)
+    w.add("threads", [_thread_row(i) for i in range(3, 5)])
+    with pytest.raises(RecordingError, match="Input/output error"):
+        w.flush()
+    monkeypatch.setattr(fsutil, "fsync_dir", real)
+    w.close("SIGINT")
+    df = read_table(tmp_path / "rec", "threads")
+    assert df["wakeups"].tolist() == [0, 1, 2, 3, 4]
+    assert read_manifest(tmp_path / "rec")["rows"]["threads"] == 5

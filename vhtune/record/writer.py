@@ -20,7 +20,7 @@ from typing import Any
 from vhtune import __version__
 from vhtune.cli.output import to_jsonable
 from vhtune.errors import RecordingError
-from vhtune.fsutil import atomic_write, make_dir_durable
+from vhtune.fsutil import NotDurableError, atomic_write, make_dir_durable
 from vhtune.record.frames import write_chunk
 from vhtune.schema import MANIFEST_NAME, RECORDING_FORMAT, SCHEMA_VERSION, TABLES
 
@@ -100,6 +100,15 @@ class RecordingWriter:
             path = self.dir / name / f"{self.seq:06d}{CHUNK_SUFFIX}"
             try:
                 write_chunk(path, TABLES[name], rows)
+            except NotDurableError as exc:
+                # The chunk is in place and will be read: count its rows, never write them again.
+                self.rows_written[name] += len(rows)
+                rows.clear()
+                raise RecordingError(
+                    f"syncing {path.parent} after writing {path.name} failed: {_why(exc)}; the chunk is in place, "
+                    "but a power loss may lose it",
+                    hint="check the disk (dmesg), or choose another -o",
+                ) from None
             except OSError as exc:
                 raise RecordingError(
                     f"writing {path} failed: {_why(exc)}; the {self.flushed_desc()} already written stay readable",
