@@ -60,6 +60,27 @@ def test_thread_sched(worker: tuple[int, int], state_root: Path) -> None:
     )
 
 
+def test_thread_sched_rollback_keeps_reset_on_fork(worker: tuple[int, int], state_root: Path) -> None:
+    # SCHED_RESET_ON_FORK is a flag on the policy (sched_getscheduler returns it OR-ed in): a rollback must put
+    # it back with the policy, nice and priority.
+    pid, tid = worker
+    os.sched_setscheduler(tid, os.SCHED_BATCH | os.SCHED_RESET_ON_FORK, os.sched_param(0))
+    os.setpriority(os.PRIO_PROCESS, tid, 5)
+    snap = snapshot_with(threads=[backend_thread(pid, tid)])
+
+    def read() -> tuple[int, int, int]:
+        return os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority, os.getpriority(os.PRIO_PROCESS, tid)
+
+    assert read() == (os.SCHED_BATCH | os.SCHED_RESET_ON_FORK, 0, 5)
+    _roundtrip(
+        Request("thread-sched", Target("thread", {"tid": tid}), {"policy": "fifo", "priority": 10}),
+        snap,
+        read,
+        (os.SCHED_FIFO, 10, 0),  # the plan sets nice 0 with the policy
+        state_root,
+    )
+
+
 def test_sysctl_busy_poll(restore_files: list[Path], state_root: Path) -> None:
     path = Path("/proc/sys/net/core/busy_poll")
     restore_files.append(path)

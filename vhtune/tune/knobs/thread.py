@@ -7,6 +7,7 @@ worker, a back-end lcore or a vCPU is. Neither survives the thread's exit, so no
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from vhtune.errors import TuneError
 from vhtune.tune.knob import Knob, Value, format_cpulist, parse_cpulist
@@ -20,6 +21,7 @@ _POLICIES = {
 }
 _POLICY_NAMES = {v: k for k, v in _POLICIES.items()}
 _CHRT_FLAG = {"other": "-o", "batch": "-b", "idle": "-i", "fifo": "-f", "rr": "-r"}
+_RESET_ON_FORK = os.SCHED_RESET_ON_FORK  # 0x40000000 (include/uapi/linux/sched.h)
 
 
 def _tid(knob: Knob) -> int:
@@ -71,7 +73,8 @@ class ThreadAffinityKnob(Knob):
 
 
 class ThreadSchedKnob(Knob):
-    """Value: {"policy": "other|batch|idle|fifo|rr", "priority": 0-99 (rt only), "nice": -20..19}."""
+    """Value: {"policy": "other|batch|idle|fifo|rr", "priority": 0-99 (rt only), "nice": -20..19}, plus
+    "reset_on_fork": true when the thread has SCHED_RESET_ON_FORK (children start at SCHED_OTHER, nice 0)."""
 
     name = "thread-sched"
 
@@ -93,23 +96,31 @@ class ThreadSchedKnob(Knob):
             raise TuneError(f"priority {prio} is invalid for policy {policy}", "1..99 for fifo/rr, 0 otherwise")
         if not -20 <= nice <= 19:
             raise TuneError(f"nice {nice} is out of range", "-20..19")
-        return {"policy": policy, "priority": prio, "nice": nice}
+        out: dict[str, Any] = {"policy": policy, "priority": prio, "nice": nice}
+        if value.get("reset_on_fork"):  # present only when set, so plain values compare as before
+            out["reset_on_fork"] = True
+        return out
 
     def read(self) -> Value:
         tid = _tid(self)
         try:
-            pol = os.sched_getscheduler(tid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0x40000000)
+            raw = os.sched_getscheduler(tid)  # the policy, with SCHED_RESET_ON_FORK OR-ed in when set
             prio = os.sched_getparam(tid).sched_priority
             nice = os.getpriority(os.PRIO_PROCESS, tid)  # per-thread when given a tid on Linux
         except ProcessLookupError:
             raise _gone(tid) from None
-        return {"policy": _POLICY_NAMES.get(pol, str(pol)), "priority": prio, "nice": nice}
+        pol = raw & ~_RESET_ON_FORK
+        out: dict[str, Any] = {"policy": _POLICY_NAMES.get(pol, str(pol)), "priority": prio, "nice": nice}
+        if raw & _RESET_ON_FORK:
+            out["reset_on_fork"] = True
+        return out
 
     def apply(self, value: Value) -> None:
         tid = _tid(self)
         v = self.normalize(value)
         try:
-            os.sched_setscheduler(tid, _POLICIES[v["policy"]], os.sched_param(v["priority"]))
+            flag = _RESET_ON_FORK if v.get("reset_on_fork") else 0
+            os.sched_setscheduler(tid, _POLICIES[v["policy"]] | flag, os.sched_param(v["priority"]))
             os.setpriority(os.PRIO_PROCESS, tid, v["nice"])
         except ProcessLookupError:
             raise _gone(tid) from None
@@ -119,4 +130,5 @@ class ThreadSchedKnob(Knob):
     def command(self, value: Value) -> str:
         v = self.normalize(value)
         tid = _tid(self)
-        return f"chrt {_CHRT_FLAG[v['policy']]} -p {v['priority']} {tid} && renice -n {v['nice']} -p {tid}"
+        reset = "-R " if v.get("reset_on_fork") else ""
+        return f"chrt {reset}{_CHRT_FLAG[v['policy']]} -p {v['priority']} {tid} && renice -n {v['nice']} -p {tid}"
