@@ -161,3 +161,44 @@ def test_sigint_during_start_up_is_a_clean_stop(tmp_path: Path, target: subproce
     m = read_manifest(out)
     assert m["complete"] is True and m["stop_reason"] == "SIGINT"
     assert json.loads(stdout)["intervals"] == 1
+
+
+def _compile_child(parent: int) -> int | None:
+    """The pid of ``parent``'s running `python -m vhtune.probes.child`, if any."""
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                if b"vhtune.probes.child" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    return int(kid)
+            except OSError:
+                continue
+    return None
+
+
+@pytest.mark.parametrize(
+    ("sig", "child_sig"),
+    [(signal.SIGTERM, signal.SIGTERM), (signal.SIGHUP, signal.SIGHUP), (signal.SIGTERM, signal.SIGKILL)],
+)
+def test_group_signal_during_the_compile_is_a_clean_stop(
+    tmp_path: Path, target: subprocess.Popen[str], sig: int, child_sig: int
+) -> None:
+    # systemd's stop (KillMode=control-group) and a closed terminal signal every process of the unit / group,
+    # the compile child included: the stop must still be clean, not "the probe compiler exited with code -15"
+    # (SIGKILL: the child dies whatever it does, e.g. signalled before its interpreter set its handlers).
+    out = tmp_path / "rec"
+    with RecordProcess(out, "-p", str(target.pid), "--interval", "0.2", "--json") as rec:
+        deadline = time.monotonic() + 30
+        while (child := _compile_child(rec.pid)) is None:
+            assert rec.poll() is None and time.monotonic() < deadline, "no compile child seen"
+            time.sleep(0.005)
+        os.kill(child, child_sig)
+        rec.send_signal(sig)
+        _stdout, stderr = rec.communicate(timeout=60)
+    assert rec.returncode == 0, stderr
+    m = read_manifest(out)
+    assert m["complete"] is True and m["stop_reason"] == signal.Signals(sig).name
+    assert not Path(f"/proc/{child}").exists()  # the compile child is gone, not left running

@@ -70,9 +70,10 @@ def _serve(sock: socket.socket) -> dict[str, Any]:
 
 
 def main() -> None:
-    # A terminal's Ctrl-C reaches the whole process group: the parent turns it into a clean stop after
-    # attach, so the compile must not die of it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A terminal's Ctrl-C or hang-up reaches the whole process group, systemd's stop every process of the unit:
+    # the parent turns them into a clean stop after attach, so the compile must not die of them.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         err = _serve(sock)

@@ -34,6 +34,8 @@ def load_in_child(families: list[str], config: object, ncpus: int, timeout: floa
         except TimeoutError:
             proc.kill()
             raise ProbeError(f"compiling the probes took more than {timeout:.0f} s") from None
+        except OSError:  # the child died mid-reply (killed): said as below, with its exit code
+            msg, fds = b"", []
         finally:
             try:
                 proc.wait(timeout=10)

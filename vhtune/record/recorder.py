@@ -220,7 +220,16 @@ class Recorder:
         probes: Probes | None = None
         counters: BackendCounterRecorder | None = None
         try:
-            probes = loader.result()
+            try:
+                probes = loader.result()
+            except VhtuneError:
+                if not self.stop.event.is_set():
+                    raise
+                # The stop came during the compile and took the compile child with it (a signal to the whole
+                # process group or unit): still a clean stop, with no intervals.
+                writer.close(self.stop.reason)
+                self.summary.stop_reason = self.stop.reason
+                return self.summary
             maps = ProbeMaps(probes)
             self._note(writer, maps.apply(build(snap, self.opts.selection)))
             attached = time.monotonic() - t_start
