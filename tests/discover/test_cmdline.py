@@ -82,3 +82,21 @@ def test_garbage_does_not_raise() -> None:
     cfg = parse_qemu_cmdline(["qemu-system-x86_64", "-netdev", "{not json", "-m", "lots", "-name"])
     assert cfg.memory_mib is None
     assert cfg.netdevs[0].kind == "?"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-netdev", "tap,id=t0,queues=four"],
+        ["-netdev", "tap,id=t0,fds=\u00b2"],
+        ["-netdev", '{"type":"vhost-user","id":"n0","chardev":"c0","queues":null}'],
+        ["-object", "memory-backend-ram,id=m0,size=1G,host-nodes=first"],
+        ["-object", '{"qom-type":"memory-backend-ram","id":"m0","size":1024,"host-nodes":["a"]}'],
+    ],
+)
+def test_malformed_numbers_do_not_raise(args: list[str]) -> None:
+    """Any process named qemu-system-* is parsed, a failing one too: one bad value must not end discovery."""
+    cfg = parse_qemu_cmdline(["qemu-system-x86_64", "-name", "bad", *args])
+    assert cfg.name == "bad"
+    assert all(nd.queues == 1 for nd in cfg.netdevs)
+    assert cfg.policy_nodes == []

@@ -7,6 +7,7 @@ generates for ``-netdev`` / ``-object`` / ``-device`` (``-netdev {"type":"vhost-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -96,13 +97,24 @@ def size_bytes(value: Any, default_shift: int = 0) -> int | None:
     return int(float(m.group(1)) * (1 << shift))
 
 
+def _int(value: Any) -> int | None:
+    """A non-negative integer option value (``4``, ``"4"``); None for anything else (a command line that QEMU
+    itself would refuse still belongs to a live process while it exits)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    text = str(value).strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def _fd_list(value: Any) -> tuple[int, ...]:
     if value is None:
         return ()
     out: list[int] = []
     for part in str(value).split(":"):
-        if part.strip().isdigit():
-            out.append(int(part))
+        if (fd := _int(part)) is not None:
+            out.append(fd)
     return tuple(out)
 
 
@@ -144,14 +156,14 @@ def _netdev(opts: dict[str, Any], fallback_id: str) -> NetdevInfo:
         nd.vhostfds = _fd_list(opts.get("vhostfds")) or _fd_list(opts.get("vhostfd"))
         nd.vhost = as_bool(opts.get("vhost", False)) or as_bool(opts.get("vhostforce", False))
         nd.vhost = nd.vhost or bool(nd.vhostfds)
-        if "queues" in opts:
-            nd.queues = int(opts["queues"])
+        if (queues := _int(opts.get("queues"))) is not None:
+            nd.queues = queues
         elif nd.fds:
             nd.queues = len(nd.fds)
     elif kind == "vhost-user":
         nd.chardev = opts.get("chardev")
-        if "queues" in opts:
-            nd.queues = int(opts["queues"])
+        if (queues := _int(opts.get("queues"))) is not None:
+            nd.queues = queues
     return nd
 
 
@@ -184,9 +196,10 @@ def parse_qemu_cmdline(argv: list[str]) -> QemuConfig:
             cfg.memory_backends.append(o)
             nodes = o.get("host-nodes")
             if isinstance(nodes, list):
-                cfg.policy_nodes.extend(int(n) for n in nodes)
+                cfg.policy_nodes.extend(n for n in map(_int, nodes) if n is not None)
             elif nodes is not None:
-                cfg.policy_nodes.extend(parse_cpulist(str(nodes).replace(":", ",")))
+                with contextlib.suppress(ValueError):
+                    cfg.policy_nodes.extend(parse_cpulist(str(nodes).replace(":", ",")))
 
     machine_backend: str | None = None
     for text in opts_by.get("machine", []) + opts_by.get("M", []):
@@ -229,5 +242,5 @@ def parse_qemu_cmdline(argv: list[str]) -> QemuConfig:
             ch = cfg.chardevs[nd.chardev]
             nd.socket_path = ch.get("path")
             nd.socket_server = as_bool(ch.get("server", False))
-            nd.chardev_fd = int(ch["fd"]) if str(ch.get("fd", "")).isdigit() else None
+            nd.chardev_fd = _int(ch.get("fd", ""))
     return cfg
