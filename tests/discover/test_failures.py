@@ -144,3 +144,14 @@ def test_permission_denied_on_fd_dir(world_readable_tmp: Path, require_root: Non
     assert [vm["pid"] for vm in snap["vms"]] == [1000]
     assert any("permission denied: pid 1000" in p and "run as root" in p for p in snap["problems"])
     assert snap["taps"] == []
+
+
+def test_exiting_qemu_is_not_listed_as_a_vm(tmp_path: Path) -> None:
+    """A QEMU that is exiting or a zombie its parent has not reaped yet keeps its comm but has released its
+    memory: /proc/PID/cmdline is empty and only the main thread is left. It is no VM to record or tune."""
+    h = _host(tmp_path)
+    h.proc(1500, "qemu-system-x86", [])  # zombie: comm kept, no command line
+    snap = discover(h.write())
+    assert [vm.pid for vm in snap.vms] == [1000]
+    assert not any("1500" in p and "debug-threads" in p for p in snap.problems)
+    assert all(t.pid != 1500 for t in snap.threads)

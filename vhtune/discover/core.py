@@ -347,7 +347,9 @@ class _Walk:
             if m and not p.argv:
                 vhost_kthreads.setdefault(int(m.group(1)), []).append(p.pid)
         for p in self.procs.values():
-            if (p.argv and is_qemu_argv0(p.argv[0])) or p.comm.startswith("qemu-system"):
+            # A QEMU that is exiting, or a zombie not reaped yet, has released its memory: its cmdline reads
+            # empty and only its main thread is left. It keeps its comm, but is no VM to watch or tune.
+            if p.argv and (is_qemu_argv0(p.argv[0]) or p.comm.startswith("qemu-system")):
                 vm = self.vm(p, vhost_kthreads)
                 if vm is not None:
                     self.snap.vms.append(vm)
