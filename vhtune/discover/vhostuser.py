@@ -50,10 +50,29 @@ class UnixView:
     peers: dict[int, int] = field(default_factory=dict)
     holders: dict[int, set[int]] = field(default_factory=dict)  # inode → pids holding an fd to it
     by_pid: dict[int, dict[int, int]] = field(default_factory=dict)  # pid → fd → inode
+    # Listening sockets by normalised bound name, built on first use (after every netns was read): one lookup
+    # per socket path instead of a walk over every socket of the host.
+    _listening: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
+    _relative: list[str] = field(default_factory=list, init=False, repr=False)
 
     def path(self, inode: int | None) -> str | None:
         e = self.entries.get(inode) if inode is not None else None
         return e.path if e else None
+
+    def listeners_on(self, path: str) -> set[int]:
+        """Inodes of the listening sockets bound to ``path`` (in the sense of ``same_path``)."""
+        if self._listening is None:
+            self._listening = {}
+            for inode, e in self.entries.items():
+                if e.listening and e.path:
+                    self._listening.setdefault(os.path.normpath(e.path), []).append(inode)
+            self._relative = [name for name in self._listening if not name.startswith("/")]
+        found = set(self._listening.get(os.path.normpath(path), ()))
+        # Relative names (rare) match an absolute path by its tail, in either direction.
+        for name in self._relative if path.startswith("/") else self._listening:
+            if same_path(name, path):
+                found.update(self._listening[name])
+        return found
 
 
 def _link(view: UnixView, own_pid: int, path: str) -> tuple[str | None, set[int], set[int]]:
@@ -71,9 +90,8 @@ def _link(view: UnixView, own_pid: int, path: str) -> tuple[str | None, set[int]
         if same_path(view.path(inode), path) or same_path(view.path(peer), path):
             peers |= view.holders.get(peer, set()) - {own_pid}
     listeners: set[int] = set()
-    for inode, e in view.entries.items():
-        if e.listening and same_path(e.path, path):
-            listeners |= view.holders.get(inode, set())
+    for inode in view.listeners_on(path):
+        listeners |= view.holders.get(inode, set())
     return role, peers, listeners
 
 
