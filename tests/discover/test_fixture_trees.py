@@ -382,3 +382,30 @@ def test_virtio_user_frontend_lcores_listed_with_their_affinity(frontend_host: P
     # A virtio-user process connected to no back-end is on no data path.
     assert all(t.pid != 9500 for t in snap.threads)
     assert snap.problems == []
+
+
+@pytest.mark.parametrize(("tight", "bound"), [("", "@vhu-a"), (",tight=off", "@vhu-a" + "@" * (107 - len("vhu-a")))])
+def test_abstract_vhost_user_socket_is_paired(tmp_path: Path, tight: str, bound: str) -> None:
+    """``-chardev socket,path=NAME,abstract=on`` (QEMU >= 5.1): the name lives in the abstract namespace, which
+    /proc/net/unix prints with a leading '@' (and, with tight=off, the NUL padding of sun_path as '@'s)."""
+    h = FakeHost(tmp_path)
+    argv = [
+        "qemu-system-x86_64",
+        "-name",
+        "abs,debug-threads=on",
+        "-chardev",
+        f"socket,id=c0,path=vhu-a,abstract=on{tight}",
+    ]
+    q = h.proc(3000, "qemu-system-x86", [*argv, "-netdev", "vhost-user,id=n0,chardev=c0"])
+    d = h.proc(4000, "my-vhost-daemon", ["/usr/sbin/my-vhost-daemon", "--abstract", "vhu-a"])
+    h.sock(q, 21, h.serve(d, bound, fds=(10, 11), inode=7000))
+    snap = discover(h.write())
+    (sock,) = snap.sockets
+    assert (sock.path, sock.vm_pid, sock.backend_pid, sock.listener_pid, sock.connected) == (
+        bound,
+        3000,
+        4000,
+        4000,
+        True,
+    )
+    assert [b.pid for b in snap.backends] == [4000]

@@ -20,7 +20,18 @@ from vhtune.discover.procfs import parse_cpulist
 _TRUE = {"on", "yes", "true", "y", "1"}
 _FALSE = {"off", "no", "false", "n", "0"}
 # Boolean chardev/netdev keys that QEMU also accepts bare ("server") or negated ("nowait").
-_BOOL_KEYS = {"server", "wait", "vhost", "vhostforce", "debug-threads", "share", "reconnect-ms", "telnet"}
+_BOOL_KEYS = {
+    "server",
+    "wait",
+    "vhost",
+    "vhostforce",
+    "debug-threads",
+    "share",
+    "reconnect-ms",
+    "telnet",
+    "abstract",
+    "tight",
+}
 _QEMU_BINARY = re.compile(r"^(qemu-system-[\w-]+|qemu-kvm|kvm|qemu-[\w-]*kvm)$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpPeE]?)[bB]?\s*$")
 _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
@@ -167,6 +178,20 @@ def _netdev(opts: dict[str, Any], fallback_id: str) -> NetdevInfo:
     return nd
 
 
+# sun_path is 108 bytes; its first byte is the NUL that marks an abstract name.
+_SUN_PATH_ABSTRACT_MAX = 107
+
+
+def _chardev_path(ch: dict[str, Any]) -> str | None:
+    """A socket chardev's path as /proc/net/unix prints its bound name: an abstract one (``abstract=on``, QEMU
+    >= 5.1) with a leading '@' and, with ``tight=off``, the NULs padding sun_path to its full size as '@'s."""
+    path = ch.get("path")
+    if path is None or not as_bool(ch.get("abstract", False)):
+        return path
+    pad = "" if as_bool(ch.get("tight", True)) else "@" * max(0, _SUN_PATH_ABSTRACT_MAX - len(path.encode()))
+    return f"@{path}{pad}"
+
+
 def parse_qemu_cmdline(argv: list[str]) -> QemuConfig:
     cfg = QemuConfig()
     opts_by: dict[str, list[str]] = {}
@@ -240,7 +265,7 @@ def parse_qemu_cmdline(argv: list[str]) -> QemuConfig:
     for nd in cfg.netdevs:
         if nd.kind == "vhost-user" and nd.chardev in cfg.chardevs:
             ch = cfg.chardevs[nd.chardev]
-            nd.socket_path = ch.get("path")
+            nd.socket_path = _chardev_path(ch)
             nd.socket_server = as_bool(ch.get("server", False))
             nd.chardev_fd = _int(ch.get("fd", ""))
     return cfg
