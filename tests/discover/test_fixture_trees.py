@@ -409,3 +409,29 @@ def test_abstract_vhost_user_socket_is_paired(tmp_path: Path, tight: str, bound:
         True,
     )
     assert [b.pid for b in snap.backends] == [4000]
+
+
+def test_relative_vhost_user_path_is_resolved_against_qemus_cwd(tmp_path: Path) -> None:
+    """Two VMs started in their own directories with the same relative ``path=vu.sock``: each socket is the one
+    in its QEMU's working directory, so the second VM (not connected yet) is not given the first one's back-end."""
+    h = FakeHost(tmp_path)
+    argv = ["qemu-system-x86_64", "-chardev", "socket,id=c0,path=vu.sock", "-netdev", "vhost-user,id=n0,chardev=c0"]
+    q1 = h.proc(3000, "qemu-system-x86", argv)
+    h.proc(3100, "qemu-system-x86", argv)
+    a = h.proc(4000, "vhost-a", ["/usr/sbin/vhost-a", "--socket", "/srv/vm1/vu.sock"])
+    b = h.proc(4100, "vhost-b", ["/usr/sbin/vhost-b", "--socket", "/srv/vm2/vu.sock"])
+    h.sock(q1, 21, h.serve(a, "/srv/vm1/vu.sock", fds=(10, 11), inode=7000))
+    h.sock(b, 10, UnixSock(7100, "/srv/vm2/vu.sock", listening=True))
+    root = h.write()
+    (root / "proc/3000/cwd").symlink_to("/srv/vm1")
+    (root / "proc/3100/cwd").symlink_to("/srv/vm2")
+    snap = discover(root)
+    s1, s2 = sorted(snap.sockets, key=lambda s: s.vm_pid or 0)
+    assert (s1.path, s1.vm_pid, s1.backend_pid, s1.connected) == ("/srv/vm1/vu.sock", 3000, 4000, True)
+    assert (s2.path, s2.vm_pid, s2.listener_pid, s2.backend_pid, s2.connected) == (
+        "/srv/vm2/vu.sock",
+        3100,
+        4100,
+        4100,
+        False,
+    )

@@ -284,6 +284,13 @@ class _Walk:
             # command line) is served by vhost-net; with several taps it is ambiguous, so left as parsed.
             if nd.kind == "tap" and not nd.vhost and n_taps == 1 and VHOST_NET_DEVICE in p.fds.values():
                 nd.vhost = True
+            # A relative chardev path starts in QEMU's working directory; its bound name may be the absolute
+            # path (the back-end's), which a bare "vu.sock" would match in any directory.
+            if nd.kind == "vhost-user" and nd.socket_path and not nd.socket_path.startswith(("/", "@")):
+                with contextlib.suppress(OSError):
+                    cwd = self.fs.cwd(p.pid)
+                    if cwd.startswith("/") and not cwd.endswith(" (deleted)"):
+                        nd.socket_path = os.path.normpath(os.path.join(cwd, nd.socket_path))
             if nd.kind == "vhost-user" and nd.socket_path is None and nd.chardev_fd is not None:
                 inode = self.unix.by_pid.get(p.pid, {}).get(nd.chardev_fd)
                 peer = self.unix.peers.get(inode) if inode is not None else None

@@ -88,6 +88,10 @@ class ProcFS:
     def affinity(self, pid: int, tid: int | None = None) -> tuple[int, ...]:
         return parse_cpulist(self.status(pid, tid).get("Cpus_allowed_list", ""))
 
+    def cwd(self, pid: int) -> str:
+        """The working directory of ``pid`` (where its relative paths start)."""
+        return os.readlink(f"{self._p}/{pid}/cwd")
+
     # --- file descriptors ------------------------------------------------------------------------
     def fd_links(self, pid: int) -> dict[int, str]:
         """fd → link target. Fds closed while listing are skipped; an unreadable fd dir raises."""
