@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from vhtune import api
@@ -48,6 +50,7 @@ class Agent:
         self._analysis: threading.Thread | None = None
         self.segments_done = 0
         self.stop_reason = ""
+        self._pending: list[str] = []  # signals that came while no segment ran
 
     # --- per interval (the recorder's thread) --------------------------------------------------------------
     def _on_interval(self, iv: IntervalView) -> None:
@@ -89,30 +92,66 @@ class Agent:
         log.info("serving metrics on http://%s:%d/metrics", host, port)
         scratch = None if self.cfg.record_dir else tempfile.TemporaryDirectory(prefix="vhtune-agent-")
         try:
-            while True:
-                root = self.cfg.record_dir or Path(scratch.name)  # type: ignore[union-attr]
-                root.mkdir(parents=True, exist_ok=True)
-                self._segment = root / segment_name()
-                opts = RecordOptions(
-                    out=self._segment,
-                    selection=Selection(all=True),
-                    interval=self.cfg.interval,
-                    duration=self.cfg.segment,
-                    refresh_s=self.cfg.refresh,
-                )
-                self._recorder = Recorder(opts, on_interval=self._on_interval)
-                summary = self._recorder.run()
-                self.segments_done += 1
-                enforce(root, self.cfg.retention(), current=None if scratch is None else self._segment)
-                if summary.stop_reason in ("SIGINT", "SIGTERM"):
-                    self.stop_reason = summary.stop_reason
-                    return
-                if summary.stop_reason == "SIGHUP":
-                    self._reload()
+            with self._signals():
+                self._segments(scratch)
         finally:
             server.shutdown()
             if scratch is not None:
                 scratch.cleanup()
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """Between segments the recorder's handlers are not installed: a SIGHUP or SIGTERM then would take the
+        default action (SIGHUP kills). Keep them for the loop, and hand them to the segment about to start."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: object) -> None:
+            name = signal.Signals(signum).name
+            self._pending.append(name)
+            if self._recorder is not None:
+                self._recorder.stop.set(name)
+
+        saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            yield
+        finally:
+            for sig, old in saved.items():
+                signal.signal(sig, old)
+
+    def _segments(self, scratch: tempfile.TemporaryDirectory[str] | None) -> None:
+        while True:
+            between, self._pending = self._pending, []
+            stop = next((r for r in between if r in ("SIGINT", "SIGTERM")), None)
+            if stop is not None:
+                self.stop_reason = stop
+                return
+            if between:
+                self._reload()
+            root = self.cfg.record_dir or Path(scratch.name)  # type: ignore[union-attr]
+            root.mkdir(parents=True, exist_ok=True)
+            self._segment = root / segment_name()
+            opts = RecordOptions(
+                out=self._segment,
+                selection=Selection(all=True),
+                interval=self.cfg.interval,
+                duration=self.cfg.segment,
+                refresh_s=self.cfg.refresh,
+            )
+            rec = self._recorder = Recorder(opts, on_interval=self._on_interval)
+            for name in self._pending:  # came since the check above: this segment stops at once
+                rec.stop.set(name)
+            self._pending.clear()
+            summary = rec.run()
+            self.segments_done += 1
+            enforce(root, self.cfg.retention(), current=None if scratch is None else self._segment)
+            reason = rec.stop.reason or summary.stop_reason  # a SIGTERM during the segment's shutdown too
+            if reason in ("SIGINT", "SIGTERM"):
+                self.stop_reason = reason
+                return
+            if reason == "SIGHUP":
+                self._reload()
 
     def _reload(self) -> None:
         try:

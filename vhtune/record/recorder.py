@@ -103,7 +103,9 @@ class _Stop:
         self.reason = ""
 
     def set(self, reason: str) -> None:
-        if not self.event.is_set():
+        # A stop (SIGINT/SIGTERM) after a SIGHUP still wins: the agent reloads on SIGHUP but must stop on a
+        # `systemctl stop` that follows a reload before the segment ended.
+        if not self.event.is_set() or (self.reason == "SIGHUP" and reason in ("SIGINT", "SIGTERM")):
             self.reason = reason
             self.event.set()
 
@@ -325,8 +327,9 @@ class Recorder:
             if done:
                 writer.manifest["program_stats"] = probes.program_stats()
             if self.stop.event.is_set():
-                writer.close(self.stop.reason)
-                self.summary.stop_reason = self.stop.reason
+                reason = self.stop.reason  # once: a SIGTERM after a SIGHUP may change it (see _Stop.set)
+                writer.close(reason)
+                self.summary.stop_reason = reason
                 return
             if deadline is not None and now >= deadline - 1e-3:
                 writer.close("duration")
