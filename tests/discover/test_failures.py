@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.discover.fakeproc import FakeHost, FakeThread, argv_fixture
+from tests.discover.fakeproc import FakeHost, FakeThread, UnixSock, argv_fixture
 from vhtune.discover import NetnsRef, discover
 from vhtune.discover.procfs import ProcFS
 from vhtune.errors import DiscoveryError
@@ -155,3 +155,16 @@ def test_exiting_qemu_is_not_listed_as_a_vm(tmp_path: Path) -> None:
     assert [vm.pid for vm in snap.vms] == [1000]
     assert not any("1500" in p and "debug-threads" in p for p in snap.problems)
     assert all(t.pid != 1500 for t in snap.threads)
+
+
+def test_unix_socket_name_with_a_newline_does_not_hide_the_others(tmp_path: Path) -> None:
+    """/proc/net/unix prints bound names raw: any local user can bind a name holding a newline and text that
+    looks like a broken line. That one socket must not hide every socket of the netns (and all vhost-user pairing)."""
+    h = _host(tmp_path)
+    odd = h.proc(5000, "python3", ["python3", "odd.py"])
+    forged = "/tmp/x\n0000000000000000: 00000002 00000000 00010000 0001 01 notanumber /run/vu0.sock"
+    h.sock(odd, 3, UnixSock(8000, forged, listening=True))
+    snap = discover(h.write())
+    (sock,) = snap.sockets
+    assert (sock.connected, sock.listener_pid, sock.backend_pid) == (True, 4000, 4000)
+    assert not any("unix sockets" in p for p in snap.problems)

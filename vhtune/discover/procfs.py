@@ -6,6 +6,7 @@ PermissionError) and leaves the policy — skip, report in ``Snapshot.problems``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +16,11 @@ from vhtune import cpulist
 
 _FD_SOCKET = re.compile(r"^socket:\[(\d+)\]$")
 _NS_LINK = re.compile(r"^net:\[(\d+)\]$")
+# One /proc/net/unix entry (unix_seq_show: "%pK: %08X %08X %08X %04X %02X %5lu" and " <name>" when bound):
+# groups Flags, Type, St, Inode, Path.
+_UNIX_LINE = re.compile(
+    r"^[0-9a-fA-F]+: [0-9A-F]{8} [0-9A-F]{8} ([0-9A-F]{8}) ([0-9A-F]{4}) ([0-9A-F]{2}) +(\d+)(?: (.*))?$", re.DOTALL
+)
 
 # /proc/net/unix "Flags" column: __SO_ACCEPTCON (0x10000) marks a listening socket.
 _SO_ACCEPTCON = 0x10000
@@ -145,20 +151,23 @@ class ProcFS:
         """/proc/PID/net/unix: the unix sockets of PID's network namespace (the table is per netns;
         an accepted socket lives in the connecting side's netns)."""
         out: list[UnixEntry] = []
-        with open(self.proc / str(pid) / "net" / "unix") as f:
+        with open(self.proc / str(pid) / "net" / "unix", errors="replace", newline="\n") as f:
             next(f, None)  # header
             for line in f:
-                # Num RefCount Protocol Flags Type St Inode [Path]; the path may contain spaces.
-                parts = line.rstrip("\n").split(None, 7)
-                if len(parts) < 7:
+                # Num RefCount Protocol Flags Type St Inode [Path]; the path may contain spaces, and newlines:
+                # the kernel prints it raw, so a line that is no entry continues the previous entry's path.
+                m = _UNIX_LINE.match(line.rstrip("\n"))
+                if m is None:
+                    if not out or out[-1].path is None:
+                        raise ValueError(f"unexpected line in /proc/{pid}/net/unix: {line[:80]!r}")
+                    out[-1] = dataclasses.replace(out[-1], path=f"{out[-1].path}\n{line.rstrip(chr(10))}")
                     continue
-                path = parts[7] if len(parts) > 7 else None
                 out.append(
                     UnixEntry(
-                        inode=int(parts[6]),
-                        listening=bool(int(parts[3], 16) & _SO_ACCEPTCON),
-                        state=int(parts[5], 16),
-                        path=path,
+                        inode=int(m.group(4)),
+                        listening=bool(int(m.group(1), 16) & _SO_ACCEPTCON),
+                        state=int(m.group(3), 16),
+                        path=m.group(5),
                     )
                 )
         return out
