@@ -396,6 +396,8 @@ class ProbeMaps:
         for name in self.tap_slots.slots:
             last = self._last_taps[name]
             cur = now.get(name, last)  # a tap gone from its netns counts nothing until it is let go
+            if any(c < p for c, p in zip(cur, last, strict=True)):
+                last = [0] * len(TAP_FIELDS)  # counters went back: a new tap under this name, counting from 0
             d.taps[name] = {f: max(0, c - p) for f, c, p in zip(TAP_FIELDS, cur, last, strict=True)}
             self._last_taps[name] = cur
         by_slot = {s: n for n, s in self.tap_slots.slots.items()}
