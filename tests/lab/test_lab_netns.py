@@ -6,6 +6,7 @@ import pytest
 
 from vhtune.errors import LabError, UsageError
 from vhtune.lab import names, netns
+from vhtune.lab.proc import run
 
 
 def test_lab_names_fit_ifnamsiz() -> None:
@@ -49,3 +50,21 @@ def test_tap_inside_namespace_and_teardown_on_error(no_leftovers: None) -> None:
 def test_duplicate_netns_is_a_clear_error(no_leftovers: None) -> None:
     with netns.Netns() as ns, pytest.raises(LabError, match="already exists"):
         netns.Netns(ns.name).create()
+
+
+def test_netns_removed_when_its_setup_fails_after_creation(no_leftovers: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ip netns add` worked, bringing lo up failed: `with Netns()` raised before its body, the netns is gone."""
+
+    def failing_lo_up(argv: list[str], **kw: object) -> object:
+        if argv[-2:] == ["lo", "up"]:
+            raise LabError("induced: lo up failed")
+        return run(argv, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(netns, "run", failing_lo_up)
+    ns = netns.Netns()
+    try:
+        with pytest.raises(LabError, match="induced"), ns:
+            pass
+        assert ns.name not in netns.list_netns()
+    finally:
+        run(["ip", "netns", "del", ns.name], check=False)

@@ -60,9 +60,16 @@ class Netns:
     def create(self) -> Netns:
         if self.name in list_netns():
             raise LabError(f"netns {self.name} already exists", hint="run `vhtune lab clean`")
-        run(["ip", "netns", "add", self.name])
+        # Marked before `ip netns add` (an interrupt may land after the kernel made it): destroy() of a name
+        # that never came to be is a harmless failed `ip netns del` of a name only this process uses.
         self.created = True
-        run(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        try:
+            run(["ip", "netns", "add", self.name])
+            run(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        except BaseException:
+            # `with Netns()` runs no __exit__ when __enter__ raises: nobody else would delete it.
+            self.destroy()
+            raise
         return self
 
     def destroy(self) -> None:
