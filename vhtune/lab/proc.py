@@ -75,6 +75,19 @@ class LabProcess:
         except subprocess.TimeoutExpired:
             return None
 
+    def _exited(self, timeout: float) -> bool:
+        """Whether the child exited within ``timeout``, without reaping it (``WNOWAIT``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return True
+            except ChildProcessError:  # reaped already
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
     def output(self) -> str:
         """What the child wrote to its log file so far."""
         if self.log is None or not self.log.exists():
@@ -92,11 +105,16 @@ class LabProcess:
 
     def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
         """Ask nicely, then SIGKILL the group after ``timeout``; returns the exit code."""
-        if self.alive():
-            self.signal_group(sig)
-            if self.wait(timeout) is None:
-                self.signal_group(signal.SIGKILL)
-                self.wait(5.0)
+        if self.popen.returncode is None:
+            if not self._exited(0.0):
+                self.signal_group(sig)
+                if not self._exited(timeout):
+                    self.signal_group(signal.SIGKILL)
+                    self._exited(5.0)
+            # Members of the group that outlive the leader (a child that ignores SIGTERM) go too. The leader is
+            # not reaped yet, so its pid, which names the group, cannot have been reused meanwhile.
+            self.signal_group(signal.SIGKILL)
+            self.wait(5.0)
         else:
             # The leader is gone; reap stragglers of its group.
             self.signal_group(signal.SIGKILL)
