@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -122,7 +124,7 @@ def test_sigterm_mid_run_tears_everything_down(require_root: None) -> None:
         _out, err = p.communicate(timeout=30)
     assert p.returncode == 7 and "interrupted" in err and "Traceback" not in err
     left = hygiene.snapshot(p.pid, own_only=True)
-    assert not any(left[k] for k in ("netns", "links", "run_files", "hugepages")), left
+    assert not any(left[k] for k in ("netns", "links", "run_files", "hugepages", "dpdk_runtime")), left
     assert not [q for q in hygiene.lab_processes() if any(f"{p.pid}x" in a for a in (q.info["cmdline"] or []))]
 
 
@@ -133,3 +135,35 @@ def test_lab_image_json_reports_the_cached_image(require_root: None) -> None:
     info = json.loads(cp.stdout)
     assert os.path.exists(info["kernel"]) and os.path.exists(info["initrd"])
     assert any(p.startswith("linux-image-") for p in info["packages"])
+
+
+def test_clean_removes_dpdk_runtime_dirs_of_dead_runs(no_leftovers: None) -> None:
+    stale = Path("/var/run/dpdk") / names.lab_name("d", pid=_dead_pid())
+    live = Path("/var/run/dpdk") / names.lab_name("d")
+    try:
+        for d in (stale, live):
+            d.mkdir(parents=True)
+            (d / "config").write_text("")
+        rep = hygiene.clean()
+        assert str(stale) in rep.files and not stale.exists()
+        assert live.name in rep.kept_live and live.is_dir()
+    finally:
+        for d in (stale, live):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_clean_sees_through_a_reused_pid(no_leftovers: None) -> None:
+    """A dead run's pid now belongs to an unrelated process that started after the leftover was made: the
+    leftover is removed (not kept as 'live' forever) and that process is left alone."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with Child(sleeper, stderr=subprocess.DEVNULL) as unrelated:
+        stale = names.run_dir() / f"{names.lab_name('s', pid=unrelated.pid)}.sock"
+        try:
+            stale.write_text("")
+            made = psutil.Process(unrelated.pid).create_time() - 3600  # the dead run made it an hour earlier
+            os.utime(stale, (made, made))
+            rep = hygiene.clean()
+            assert str(stale) in rep.files and not stale.exists()
+            assert unrelated.pid not in rep.processes and unrelated.poll() is None
+        finally:
+            stale.unlink(missing_ok=True)

@@ -150,3 +150,18 @@ def test_echo_loop_scenario_on_the_reference_backend(no_leftovers: None) -> None
     # Every frame the front-end sent came back: the echo port turns guest TX into guest RX.
     assert st["from_guest_packets"] > 1000
     assert abs(st["from_guest_packets"] - st["to_guest_packets"]) <= 128
+
+
+@pytest.mark.slow
+def test_runtime_dir_is_removed_on_close(no_leftovers: None) -> None:
+    """DPDK leaves its --file-prefix runtime dir (/var/run/dpdk/PREFIX: config, fbarrays) when it quits."""
+    sock = _sock()
+    try:
+        with dpdk.backend(sock, mode="rxonly", fwd_cpu=1) as be:
+            assert be.proc is not None
+            prefix = be.proc.argv[be.proc.argv.index("--file-prefix") + 1]
+            assert prefix.startswith(names.PREFIX)
+            assert (Path("/var/run/dpdk") / prefix).is_dir()
+        assert not (Path("/var/run/dpdk") / prefix).exists()
+    finally:
+        sock.unlink(missing_ok=True)

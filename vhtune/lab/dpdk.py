@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Literal
 
 from vhtune.errors import CapabilityError, LabError, UsageError
-from vhtune.lab.names import lab_name, run_dir
+from vhtune.lab.names import PREFIX, lab_name, run_dir
 from vhtune.lab.netns import Netns
 from vhtune.lab.proc import LabProcess, wait_for
 
@@ -35,6 +35,9 @@ PROMPT = "testpmd> "
 FWD_MODES = ("io", "txonly", "rxonly", "macswap", "mac", "flowgen")
 Role = Literal["frontend", "backend"]
 Memory = Literal["nohuge", "hugepages"]
+# EAL's runtime dir when run as root: /var/run/dpdk/<file-prefix> (config, fbarrays, mp socket). testpmd leaves
+# it behind when it quits; close() removes it.
+RUNTIME_DIR = Path("/var/run/dpdk")
 
 
 @dataclass
@@ -203,12 +206,15 @@ class Testpmd:
         self.output = ""
         self.proc: LabProcess | None = None
         self.started = False
+        self.runtime_dir: Path | None = None
 
     # --- life cycle ---------------------------------------------------------------------------------------
     def launch(self, timeout: float = 20.0) -> Testpmd:
         if shutil.which(TESTPMD) is None or shutil.which("stdbuf") is None:
             raise CapabilityError(f"{TESTPMD} is not installed", hint="run `make setup` (package dpdk-dev)")
-        argv = ["stdbuf", "-oL", *self.cfg.argv()]
+        eal = self.cfg.argv()
+        self.runtime_dir = RUNTIME_DIR / eal[eal.index("--file-prefix") + 1]
+        argv = ["stdbuf", "-oL", *eal]
         if self.cfg.netns is not None:
             argv = self.cfg.netns.argv(argv)
         self.proc = LabProcess(argv, log=self.log, stdin_pipe=True, name="testpmd")
@@ -230,6 +236,9 @@ class Testpmd:
         self.proc.stop(timeout=3.0)
         self.started = False
         self.output = self._text()
+        rd = self.runtime_dir
+        if rd is not None and rd.name.startswith(PREFIX) and not self.proc.alive():
+            shutil.rmtree(rd, ignore_errors=True)
         if self._own_log:
             self.log.unlink(missing_ok=True)
 
