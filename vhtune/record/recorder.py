@@ -10,6 +10,7 @@ always detached on the way out.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import signal
@@ -292,11 +293,16 @@ class Recorder:
         next_refresh = t0 + opts.refresh_s
         deadline = t0 + opts.duration if opts.duration else None
         index = 0
+        boundary = 1  # the interval ends at t0 + boundary * interval
         maps.read()  # baseline: counts from before the first interval are not reported
         fdwatch = FdTableWatch(opts.selection.proc)
         fdwatch.grew(_watched_pids(maps.targets))
         while True:
-            target = t0 + (index + 1) * opts.interval
+            # After a stall (a slow flush or discovery) the next boundary is the first at least half an interval
+            # after the last read: catching up on the missed ones would emit intervals a few ms long, whose
+            # rates are noise. The interval that held the stall is longer, and measured.
+            boundary = max(boundary, math.ceil((last - t0) / opts.interval + 0.5))
+            target = t0 + boundary * opts.interval
             if deadline is not None:
                 target = min(target, deadline)
             self._wait_watching_fds(target, fdwatch, maps, writer)
@@ -316,6 +322,7 @@ class Recorder:
             rows = to_rows(d, targets, pd.Timestamp.now(tz="UTC"), now - last)
             last = now
             index += 1
+            boundary += 1
             for table, rs in rows.items():
                 writer.add(table, rs)
             self._accumulate(rows)
