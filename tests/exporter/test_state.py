@@ -93,3 +93,26 @@ def test_listen_is_loopback_unless_explicit() -> None:
     assert parse_listen("0.0.0.0:9465", allow_public=True) == ("0.0.0.0", 9465)
     with pytest.raises(UsageError, match="HOST:PORT"):
         parse_listen("localhost", allow_public=False)
+
+
+def test_series_of_exited_injectors_and_renamed_threads_do_not_pile_up() -> None:
+    # KVM injections are labelled with the injecting context's pid, often a kworker the recorder never targets
+    # (so never lets go of); kworkers come and go over hours. A thread that renames itself starts a new series.
+    # Neither may grow the label set without bound.
+    import os
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer exists (and is not ours)
+    st = ExporterState()
+    live = os.getpid()
+    for i, pid in enumerate((gone.pid, live)):
+        st.update({"irqs": [dict(ts=TS, pid=pid, kind="set_irq", gsi=5, level=1, via_pid=-1, via_fd=-1, count=3)]}, i)
+    renamed = {**thread_row(7, 1000, 0), "comm": "worker-old"}
+    st.update({"threads": [renamed]}, 2.0)
+    st.update({"threads": [{**renamed, "comm": "worker-new"}]}, 3.0)
+    st.prune_exited()
+    m = scrape(st)
+    assert [lab["pid"] for lab, _ in m["vhtune_kvm_injections_total"]] == [str(live)]
+    assert [lab["comm"] for lab, _ in m["vhtune_thread_cpu_seconds_total"]] == ["worker-new"]
+    assert {lab["comm"] for lab, _ in m["vhtune_thread_switches_total"]} == {"worker-new"}

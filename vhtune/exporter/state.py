@@ -2,7 +2,10 @@
 
 Prometheus wants monotonic counters; the recorder hands out per-interval deltas, so this folds them into
 running totals per series. Series of targets that went away (a VM stopped, a thread exited) are dropped
-when the recorder lets the target go, so label cardinality follows the live host, not its history.
+when the recorder lets the target go, so label cardinality follows the live host, not its history. Two
+sources the recorder never lets go of are bounded here: KVM injections are labelled with the injecting
+context's pid (often a kworker, never a target), so series of pids that no longer exist are pruned every
+PRUNE_EVERY intervals; and a thread that renames itself keeps only its newest series.
 Run-queue waits come from an in-kernel log2 histogram; they are served as a Prometheus histogram whose bucket
 bounds are exactly those powers of two (no re-bucketing error). prometheus-client for Python has no native
 (sparse) histograms, so this is the classic exposition with 2^k-ns bounds, which native-histogram-aware
@@ -11,13 +14,16 @@ servers can convert losslessly (schema 0 uses the same base-2 boundaries).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 Labels = tuple[tuple[str, str], ...]
 HIST_BUCKETS = 40  # 2^0 .. 2^39 ns (~9 minutes): the kernel histogram's range
+PRUNE_EVERY = 60  # intervals between sweeps for series of exited pids
 
 
 def _labels(**kw: Any) -> Labels:
@@ -49,6 +55,7 @@ class ExporterState:
         self.info: dict[str, str] = {}
         self.intervals = 0
         self.last_update = 0.0
+        self._thread_labels: dict[int, Labels] = {}  # tid → its (pid, tid, comm, role) labels now
 
     def _add(self, name: str, labels: Labels, value: float) -> None:
         series = self.counters[name]
@@ -76,12 +83,19 @@ class ExporterState:
                         self._add("vhtune_lost_events_total", _labels(reason=k), v)
             self.intervals += 1
             self.last_update = now
+            if self.intervals % PRUNE_EVERY == 0:
+                self._drop(_pid_exited)
 
     def _threads(self, threads: list[dict[str, Any]], hist: list[dict[str, Any]]) -> None:
         ident: dict[int, Labels] = {}
         for r in threads:
             lab = _labels(pid=r["pid"], tid=r["tid"], comm=r["comm"], role=r["role"])
-            ident[int(r["tid"])] = lab
+            tid = int(r["tid"])
+            ident[tid] = lab
+            old = self._thread_labels.get(tid)
+            if old is not None and old != lab:  # renamed (or role changed): its old series end here
+                self._drop(_under(old))
+            self._thread_labels[tid] = lab
             self._add("vhtune_thread_cpu_seconds_total", lab, r["oncpu_ns"] / 1e9)
             self._add("vhtune_thread_wakeups_total", lab, r["wakeups"])
             self._add("vhtune_thread_migrations_total", lab, r["migrations"])
@@ -120,11 +134,22 @@ class ExporterState:
             )
 
         with self.lock:
-            for table in (*self.counters.values(), *self.gauges.values()):
-                for lab in [lab for lab in table if gone(lab)]:
-                    del table[lab]
-            for lab in [lab for lab in self.runq if gone(lab)]:
-                del self.runq[lab]
+            self._drop(gone)
+            for tid in tids:
+                self._thread_labels.pop(tid, None)
+
+    def prune_exited(self) -> None:
+        """Drop the series of pids that no longer exist (update() does this every PRUNE_EVERY intervals)."""
+        with self.lock:
+            self._drop(_pid_exited)
+
+    def _drop(self, gone: Callable[[Labels], bool]) -> None:
+        """Delete every series whose labels ``gone`` names (the caller holds the lock)."""
+        for table in (*self.counters.values(), *self.gauges.values()):
+            for lab in [lab for lab in table if gone(lab)]:
+                del table[lab]
+        for lab in [lab for lab in self.runq if gone(lab)]:
+            del self.runq[lab]
 
     def set_findings(self, findings: list[FindingGauge]) -> None:
         with self.lock:
@@ -133,3 +158,13 @@ class ExporterState:
     def set_info(self, **info: str) -> None:
         with self.lock:
             self.info.update(info)
+
+
+def _pid_exited(lab: Labels) -> bool:
+    pid = dict(lab).get("pid")
+    return pid is not None and pid.isdigit() and not os.path.exists(f"/proc/{pid}")
+
+
+def _under(prefix: Labels) -> Callable[[Labels], bool]:
+    """Series whose labels start with ``prefix`` (a thread's switches add a "kind" label after its own)."""
+    return lambda lab: lab[: len(prefix)] == prefix
