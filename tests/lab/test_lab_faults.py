@@ -6,10 +6,28 @@ from typing import Any
 
 import pytest
 
-from vhtune.errors import UsageError
+from vhtune.errors import LabError, UsageError
 from vhtune.lab import names, netns, scenarios
 from vhtune.lab.backends import BackendOptions
 from vhtune.lab.faults import FAULTS, FaultContext, FaultSet, Placement
+
+
+def test_stop_undoes_every_fault_even_when_one_undo_fails(no_leftovers: None) -> None:
+    # Real hogs (the cpu-hog fault's processes) plus an undo step that fails: the failure is reported, and the
+    # hogs and the other undo steps are still ended.
+    fs = FaultSet.parse(["cpu-hog"])
+    fs.start(FaultContext(duration=30, backend_cpu=0))
+    hogs = list(fs._procs)
+    undone: list[str] = []
+
+    def broken() -> None:
+        raise LabError("tc qdisc del failed")
+
+    fs._undo += [lambda: undone.append("first"), broken]
+    with pytest.raises(LabError, match="tc qdisc del failed"):
+        fs.stop()
+    assert undone == ["first"]
+    assert hogs and not any(h.alive() for h in hogs)
 
 
 def test_fault_flags_parse_and_plan() -> None:

@@ -7,6 +7,7 @@ fault says what it did in ``notes``; a fault that cannot apply here says so ther
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -142,9 +143,17 @@ class FaultSet:
             ctx.stop_frontend_rx()
 
     def stop(self) -> None:
-        for p in reversed(self._procs):
-            p.stop(timeout=2.0)
+        """Undo every fault, newest first; a step that fails does not keep the others from running (its error
+        is raised once all have run)."""
+        steps: list[Callable[[], object]] = [functools.partial(p.stop, timeout=2.0) for p in reversed(self._procs)]
+        steps += reversed(self._undo)
         self._procs.clear()
-        for undo in reversed(self._undo):
-            undo()
         self._undo.clear()
+        first: Exception | None = None
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # every other step still runs
+                first = first or exc
+        if first is not None:
+            raise first
