@@ -8,6 +8,7 @@ import signal
 import time
 
 import psutil
+import pytest
 
 from vhtune.lab import proc
 
@@ -35,6 +36,34 @@ def test_stop_kills_group_members_that_outlive_the_leader(require_root: None) ->
         while not _gone(straggler) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _gone(straggler), f"pid {straggler} of the stopped group still runs"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if not _gone(straggler):
+                os.kill(straggler, signal.SIGKILL)
+
+
+def test_a_leader_found_dead_takes_its_group_along_before_it_is_reaped(
+    require_root: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once the leader is reaped its pid, the group's id, may be handed out again: a group SIGKILL sent by stop()
+    # after that could reach an unrelated group. So the stragglers go when the leader is found dead, before the
+    # reap, and stop() then sends nothing.
+    p = proc.LabProcess(["sh", "-c", "sleep 60 & echo $!"], stdout_pipe=True)
+    assert p.popen.stdout is not None
+    straggler = int(p.popen.stdout.readline())
+    try:
+        deadline = time.monotonic() + 5.0
+        while p.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert p.popen.returncode == 0
+        deadline = time.monotonic() + 5.0
+        while not _gone(straggler) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(straggler), f"pid {straggler} of the exited leader's group still runs"
+        sent: list[int] = []
+        monkeypatch.setattr(p, "signal_group", sent.append)
+        p.stop()
+        assert sent == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             if not _gone(straggler):

@@ -67,13 +67,24 @@ class LabProcess:
         self.pid = self.popen.pid
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        if self.popen.returncode is not None or self._exited(0.0):
+            self._reap()
+            return False
+        return True
 
     def wait(self, timeout: float) -> int | None:
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        """The exit code once the child has exited (within ``timeout``), else None."""
+        if self.popen.returncode is None and not self._exited(timeout):
             return None
+        return self._reap()
+
+    def _reap(self) -> int | None:
+        """Collect an exited leader. What is left of its group goes first, while the leader's pid (which names
+        the group) is still reserved: after the reap the kernel may hand that number to an unrelated process
+        group, and a group signal sent then would reach it."""
+        if self.popen.returncode is None:
+            self.signal_group(signal.SIGKILL)
+        return self.popen.wait()
 
     def _exited(self, timeout: float) -> bool:
         """Whether the child exited within ``timeout``, without reaping it (``WNOWAIT``)."""
@@ -111,13 +122,10 @@ class LabProcess:
                 if not self._exited(timeout):
                     self.signal_group(signal.SIGKILL)
                     self._exited(5.0)
-            # Members of the group that outlive the leader (a child that ignores SIGTERM) go too. The leader is
-            # not reaped yet, so its pid, which names the group, cannot have been reused meanwhile.
-            self.signal_group(signal.SIGKILL)
+            # Members of the group that outlive the leader (a child that ignores SIGTERM) go too, before the
+            # leader is reaped (see _reap).
             self.wait(5.0)
-        else:
-            # The leader is gone; reap stragglers of its group.
-            self.signal_group(signal.SIGKILL)
+        # An already reaped leader's group was emptied by _reap: no group signal by a number that may be reused.
         for f in (self.popen.stdin, self.popen.stdout):
             if f is not None:
                 with contextlib.suppress(OSError):
