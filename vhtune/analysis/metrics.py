@@ -82,6 +82,12 @@ def thread_metrics(rec: Recording) -> pd.DataFrame:
     return out
 
 
+def _time_mean(pct: pd.Series, interval_s: pd.Series, by: pd.Series) -> pd.Series:
+    """Per ``by``: sum(pct x seconds) / sum(seconds) over the intervals with a value (NaN: none)."""
+    w = interval_s.where(pct.notna())
+    return (pct * w).groupby(by).sum(min_count=1) / w.groupby(by).sum(min_count=1)
+
+
 def thread_summary(rec: Recording) -> pd.DataFrame:
     tm = rec.thread_metrics
     cols = [
@@ -104,6 +110,7 @@ def thread_summary(rec: Recording) -> pd.DataFrame:
     if not len(tm):
         return pd.DataFrame(columns=cols)
     g = tm.groupby("tid", sort=True)
+    iv = tm["interval_s"].where(tm["interval_s"] > 0)
     s = pd.DataFrame(
         {
             "pid": g["pid"].first(),
@@ -111,11 +118,13 @@ def thread_summary(rec: Recording) -> pd.DataFrame:
             "role": g["role"].last(),
             "path": g["path"].last(),
             "intervals": g.size(),
-            "oncpu_pct": g["oncpu_pct"].mean(),
+            # Intervals differ in length (a stalled loop stretches one): time-weighted, not a mean of per-interval %.
+            "oncpu_pct": _time_mean(tm["oncpu_pct"], iv, tm["tid"]),
             "oncpu_p90": g["oncpu_pct"].quantile(0.9),
             "saturated_share": (tm["oncpu_pct"] >= SATURATED_PCT).groupby(tm["tid"]).mean(),
-            "runq_pct": g["runq_pct"].mean(),
-            "wakeups_per_s": g["wakeups_per_s"].mean(),
+            "runq_pct": _time_mean(tm["runq_pct"], iv, tm["tid"]),
+            "wakeups_per_s": tm["wakeups"].where(iv.notna()).groupby(tm["tid"]).sum(min_count=1)
+            / iv.groupby(tm["tid"]).sum(min_count=1),
         }
     )
     hist = rec.runq_hist
@@ -286,6 +295,7 @@ def tap_metrics(rec: Recording) -> pd.DataFrame:
             "drops": t["drops"],
             "drops_per_s": t["drops"] / iv,
             "drop_pct": 100.0 * t["drops"] / pk.where(pk > 0),
+            "interval_s": t["interval_s"],
         },
         index=t.index,
     )

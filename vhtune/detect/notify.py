@@ -28,6 +28,13 @@ def _paths(rec: Recording) -> list[tuple[Path, pd.DataFrame]]:
     return out
 
 
+def _rate(g: pd.DataFrame, col: str) -> float:
+    """``col`` per second over the whole recording: sum(count) / sum(seconds), not a mean of per-interval rates
+    (a stretched interval would weigh as much as a normal one)."""
+    seconds = float(g["interval_s"].sum())
+    return float(g[col].sum()) / seconds if seconds > 0 else float("nan")
+
+
 def _finding(rec: Recording, det: Detector, path: Path, ev: Evidence, quality: float = 1.0) -> Finding:
     details = {"backend_pid": path.backend_pid, "backend_kind": path.backend_kind, "taps": path.taps}
     return found(rec, det, ev, subject=path.name, subject_kind="path", path=path.name, details=details, quality=quality)
@@ -81,7 +88,7 @@ def kick_storm(rec: Recording, det: Detector) -> list[Finding]:
             continue
         f = _finding(rec, det, path, ev, quality)
         f.evidence.append(context("kicks", float(g["kicks"].sum() / g["interval_s"].sum()), "/s"))
-        f.evidence.append(context("packets", float(g["pps"].mean()), "pps"))
+        f.evidence.append(context("packets", _rate(g, "packets"), "pps"))
         f.recommendations = R.ranked(
             _notify_fix(
                 path,
@@ -181,7 +188,7 @@ def small_batches(rec: Recording, det: Detector) -> list[Finding]:
             continue
         ev.note = "packets per back-end burst (back-end counters)" if counted else "packets per wake-up or call"
         f = _finding(rec, det, path, ev, 1.0 if counted else 0.8)
-        f.evidence.append(context("packets", float(g["pps"].mean()), "pps"))
+        f.evidence.append(context("packets", _rate(g, "packets"), "pps"))
         f.recommendations = R.ranked(
             [
                 R.backend_tunable(
@@ -223,7 +230,7 @@ def halt_polling(rec: Recording, det: Detector) -> list[Finding]:
         if ev is None:
             continue
         f = _finding(rec, det, path, ev)
-        f.evidence.append(context("vCPU wake-ups", float(rate.mean()), "/s", "kvm_vcpu_wakeup"))
+        f.evidence.append(context("vCPU wake-ups", _rate(g, "vcpu_wakeups"), "/s", "kvm_vcpu_wakeup"))
         f.recommendations = R.ranked(
             [
                 R.halt_poll(None, 200_000),

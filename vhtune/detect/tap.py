@@ -37,6 +37,13 @@ def _reasons(rec: Recording, ifname: str) -> str:
     return ", ".join(f"{r['reason_name']} ({r['direction']}) {int(r['count'])}" for r in g.to_dict("records"))
 
 
+def _drop_rate(g: pd.DataFrame) -> float:
+    """Drops per second over the tap's recording: sum(drops) / sum(seconds), not a mean of per-interval rates
+    (a stretched interval would weigh as much as a normal one)."""
+    seconds = float(g["interval_s"].sum())
+    return float(g["drops"].sum()) / seconds if seconds > 0 else float("nan")
+
+
 def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
     out = []
     tm = rec.tap_metrics
@@ -58,7 +65,7 @@ def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
             subject_kind="tap",
             path=pathname,
             details={"ifname": name, "txqueuelen": qlen},
-            context_evidence=(context("drops", float(g["drops_per_s"].mean()), "/s"),),
+            context_evidence=(context("drops", _drop_rate(g), "/s"),),
             # tun's ring holds txqueuelen frames: a short one overflows on any burst longer than it, however
             # promptly the reader runs, so a reader waiting for its CPU does not explain these drops away.
             self_explained=qlen is not None and qlen < ADEQUATE_TXQUEUELEN,
