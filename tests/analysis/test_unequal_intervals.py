@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from vhtune import api
@@ -61,3 +62,20 @@ def test_context_rates_are_sum_over_seconds(
     ev = next(e for e in f.evidence if e.metric == metric and e.source == "context")
     seconds = rec.threads.groupby(level=0)["interval_s"].max().sum()
     assert ev.value == pytest.approx(rec.tables[table][col].sum() / seconds)
+
+
+def test_cpu_seen_busy_share_uses_the_intervals_own_lengths(rec: Recording) -> None:
+    """A data-path thread seen on a CPU for 3 % of the real span (8 % of the nominal one) does not take it."""
+    from vhtune.detect.placement import _running
+
+    t = rec.tables["threads"]
+    t["interval_s"] = 3.0  # every interval stretched to 3 s (nominal 1 s)
+    span_s = 3.0 * rec.intervals
+    ts = t.index.unique()
+    comp = pd.DataFrame(
+        {"cpu": 5, "pid": 100_000, "tid": 100_001, "comm": "CPU 0/KVM", "ns": int(0.03 * span_s * 1e9) // len(ts)},
+        index=ts,
+    )
+    comp["slices"] = 1
+    rec.tables["competitors"] = comp[rec.competitors.columns]
+    assert _running(rec, WORKER) == []

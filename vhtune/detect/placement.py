@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from vhtune.analysis.metrics import _interval_by_ts
 from vhtune.analysis.topology import DATAPATH_ROLES
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ def _running(rec: Recording, tid: int) -> list[Occupant]:
     c = rec.competitors
     if not len(c):
         return []
-    span_ns = max(1.0, rec.intervals * rec.interval_s * 1e9)
+    # The intervals' own lengths: a stalled loop stretches one past the nominal interval_s.
+    span_ns = max(1.0, float(_interval_by_ts(rec).sum() or rec.intervals * rec.interval_s) * 1e9)
     mine = c[c["pid"].isin(_datapath_pids(rec)) & (c["tid"] != tid)]
     per = pd.DataFrame(mine.groupby(["pid", "tid", "cpu"], as_index=False).agg(ns=("ns", "sum"), comm=("comm", "last")))
     per = per[per["ns"] >= BUSY_PCT / 100 * span_ns]
