@@ -40,3 +40,20 @@ def test_tune_set_lines_parse_with_the_tune_cli(tmp_path: Path) -> None:
         "module-param",
         "backend-tunable",
     }
+
+
+def test_queue_pairs_advice_reads_the_vms_netdev() -> None:
+    # The VM's command line (discovery's netdevs) says how many queue pairs it has: advice to go to two names that
+    # -netdev and its current count, and is not given to a VM that already has two or more.
+    from vhtune.analysis.topology import Path as DataPath
+    from vhtune.analysis.topology import netdevs_of
+    from vhtune.detect.recommend import two_queue_pairs
+
+    vm = {"netdevs": [{"id": "hostnet0", "kind": "tap", "queues": 1}, {"id": "vu0", "kind": "vhost-user"}]}
+    path = DataPath("vm0", frontend_pids=[7], backend_kind="vhtune", netdevs=netdevs_of(vm))
+    [r] = two_queue_pairs(path, "more", "risk")
+    assert (r.current, r.proposed, r.target) == (1, 2, "vm=vm0,netdev=vu0")
+    assert two_queue_pairs(DataPath("vm0", backend_kind="vhost-net", netdevs=netdevs_of(vm)), "e", "r")[0].current == 1
+    multi = {"netdevs": [{"id": "vu0", "kind": "vhost-user", "queues": 4}]}
+    assert two_queue_pairs(DataPath("vm0", backend_kind="dpdk", netdevs=netdevs_of(multi)), "e", "r") == []
+    assert two_queue_pairs(DataPath("vm0"), "e", "r")[0].current == "unknown"  # no discovery: said, not guessed

@@ -33,6 +33,7 @@ class Path:
     memory_nodes: list[int] = field(default_factory=list)
     control_socket: str | None = None
     tunables: dict[str, Any] = field(default_factory=dict)  # the vhtune back-end's, when the recording has them
+    netdevs: list[dict[str, Any]] = field(default_factory=list)  # the VM's -netdev ids, kinds and queue pairs
 
     @property
     def pids(self) -> list[int]:
@@ -125,6 +126,7 @@ def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topolog
                     taps=taps_of(bpid),
                     memory_nodes=[int(n) for n in vm.get("memory_nodes", [])] if vm else [],
                     control_socket=b.get("control_socket"),
+                    netdevs=netdevs_of(vm),
                 )
             )
     for pid, vm in vms.items():
@@ -141,6 +143,7 @@ def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topolog
                 vcpu_tids=[int(t) for t in vm.get("vcpu_tids", [])] or tids(pid, ("vcpu",)),
                 taps=sorted(set(ifnames) | set(taps_of(pid))),
                 memory_nodes=[int(n) for n in vm.get("memory_nodes", [])],
+                netdevs=netdevs_of(vm),
             )
         )
     known = {pid for p in paths for pid in p.pids}
@@ -159,6 +162,17 @@ def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topolog
     names = {int(v["pid"]): _vm_name(v) for v in vms.values()}
     _unique_names(paths)
     return Topology(paths, thread_info, taps, cpu_node, names)
+
+
+def netdevs_of(vm: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """id, kind and queue pairs of each -netdev on the VM's command line (discovery's NetdevInfo)."""
+    out = []
+    for n in (vm or {}).get("netdevs", []):
+        try:
+            out.append({"id": str(n["id"]), "kind": str(n.get("kind", "")), "queues": int(n.get("queues") or 1)})
+        except (KeyError, TypeError, ValueError):
+            continue  # a snapshot from an older or damaged recording: the path just knows less
+    return out
 
 
 def _unique_names(paths: list[Path]) -> None:

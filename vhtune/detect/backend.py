@@ -103,15 +103,10 @@ def saturated(rec: Recording, det: Detector) -> list[Finding]:
         comm = str(g["comm"].iloc[-1])
         recs = []
         if path is not None and path.frontend_pids:
-            recs.append(
-                R.qemu_option(
-                    path,
-                    "queues",
-                    None,
-                    2,
-                    "two queue pairs split the traffic over two back-end threads (guest: ethtool -L eth0 combined 2)",
-                    "more vCPU interrupts and threads; the back-end must serve the extra queue pair",
-                )
+            recs += R.two_queue_pairs(
+                path,
+                "two queue pairs split the traffic over two back-end threads (guest: ethtool -L eth0 combined 2)",
+                "more vCPU interrupts and threads; the back-end must serve the extra queue pair",
             )
             recs.append(
                 R.guest_command(

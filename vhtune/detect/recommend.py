@@ -138,22 +138,36 @@ def _other_backend(path: Path, key: str, proposed: Any, expected: str, risk: str
     )
 
 
-def qemu_option(path: Path, option: str, current: Any, proposed: int, expected: str, risk: str) -> Recommendation:
+def qemu_option(
+    path: Path, option: str, current: Any, proposed: int, expected: str, risk: str, netdev: str = "net0"
+) -> Recommendation:
     vm = path.name
     value = {"option": option, "value": proposed}
-    cmd = KNOBS["qemu-option"](Target("vm", {"vm": vm, "netdev": "net0"})).command(value)
+    cmd = KNOBS["qemu-option"](Target("vm", {"vm": vm, "netdev": netdev})).command(value)
     return Recommendation(
         rank=0,
         knob="qemu-option",
-        target=f"vm={vm},netdev=net0",
+        target=f"vm={vm},netdev={netdev}",
         current=current if current is not None else "unknown",
         proposed=proposed,
         command=cmd,
         expected=expected,
         risk=risk + " (needs the VM restarted)",
         rollback="restore the previous VM definition and restart the VM",
-        **_tune("qemu-option", f"vm={vm},netdev=net0", value),
+        **_tune("qemu-option", f"vm={vm},netdev={netdev}", value),
     )
+
+
+def two_queue_pairs(path: Path, expected: str, risk: str) -> list[Recommendation]:
+    """Two queue pairs on the path's -netdev (vhost-user for a user-space back-end, else the tap), as the
+    VM's command line has it; none when it already has two or more (more is not the obvious next step)."""
+    want = "vhost-user" if path.backend_kind in ("vhtune", "dpdk", "ovs") else "tap"
+    nds = [n for n in path.netdevs if n["kind"] == want] or path.netdevs
+    nd = nds[0] if nds else None
+    if nd is not None and nd["queues"] >= 2:
+        return []
+    current = nd["queues"] if nd is not None else None
+    return [qemu_option(path, "queues", current, 2, expected, risk, netdev=nd["id"] if nd else "net0")]
 
 
 def guest_command(what: str, command: str, expected: str, risk: str, rollback: str) -> Recommendation:

@@ -88,15 +88,10 @@ def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
                 )
             )
             if path.frontend_pids:
-                recs.append(
-                    R.qemu_option(
-                        path,
-                        "queues",
-                        None,
-                        2,
-                        "a multiqueue tap spreads the load over two queues and two back-end threads",
-                        "more threads and interrupts",
-                    )
+                recs += R.two_queue_pairs(
+                    path,
+                    "a multiqueue tap spreads the load over two queues and two back-end threads",
+                    "more threads and interrupts",
                 )
         f.recommendations = R.ranked(recs)
         out.append(f)
@@ -160,14 +155,7 @@ def rx_ring_starved(rec: Recording, det: Detector) -> list[Finding]:
                     "longer softirq runs inside the guest",
                     "sysctl -w net.core.netdev_budget=300",
                 ),
-                R.qemu_option(
-                    path,
-                    "queues",
-                    None,
-                    2,
-                    "two RX rings refilled by two vCPUs",
-                    "more threads and interrupts",
-                ),
+                *R.two_queue_pairs(path, "two RX rings refilled by two vCPUs", "more threads and interrupts"),
             ]
         )
         out.append(f)
