@@ -79,3 +79,13 @@ def test_cpu_seen_busy_share_uses_the_intervals_own_lengths(rec: Recording) -> N
     comp["slices"] = 1
     rec.tables["competitors"] = comp[rec.competitors.columns]
     assert _running(rec, WORKER) == []
+
+
+def test_measured_oncpu_used_for_placement_is_time_weighted(rec: Recording) -> None:
+    # How busy placement believes a pinned data-path thread is: its on-CPU time over the recording's real span,
+    # not a mean of per-interval percentages that counts a 10 s stall like a 1 s interval.
+    from vhtune.detect.placement import _measured_oncpu
+
+    stretch_first(rec, 10.0)
+    t = rec.threads[rec.threads["tid"] == WORKER]
+    assert _measured_oncpu(rec)[WORKER] == pytest.approx(100.0 * t["oncpu_ns"].sum() / (t["interval_s"].sum() * 1e9))

@@ -82,7 +82,7 @@ def thread_metrics(rec: Recording) -> pd.DataFrame:
     return out
 
 
-def _time_mean(pct: pd.Series, interval_s: pd.Series, by: pd.Series) -> pd.Series:
+def time_weighted_mean(pct: pd.Series, interval_s: pd.Series, by: pd.Series) -> pd.Series:
     """Per ``by``: sum(pct x seconds) / sum(seconds) over the intervals with a value (NaN: none)."""
     w = interval_s.where(pct.notna())
     return (pct * w).groupby(by).sum(min_count=1) / w.groupby(by).sum(min_count=1)
@@ -119,10 +119,10 @@ def thread_summary(rec: Recording) -> pd.DataFrame:
             "path": g["path"].last(),
             "intervals": g.size(),
             # Intervals differ in length (a stalled loop stretches one): time-weighted, not a mean of per-interval %.
-            "oncpu_pct": _time_mean(tm["oncpu_pct"], iv, tm["tid"]),
+            "oncpu_pct": time_weighted_mean(tm["oncpu_pct"], iv, tm["tid"]),
             "oncpu_p90": g["oncpu_pct"].quantile(0.9),
             "saturated_share": (tm["oncpu_pct"] >= SATURATED_PCT).groupby(tm["tid"]).mean(),
-            "runq_pct": _time_mean(tm["runq_pct"], iv, tm["tid"]),
+            "runq_pct": time_weighted_mean(tm["runq_pct"], iv, tm["tid"]),
             "wakeups_per_s": tm["wakeups"].where(iv.notna()).groupby(tm["tid"]).sum(min_count=1)
             / iv.groupby(tm["tid"]).sum(min_count=1),
         }

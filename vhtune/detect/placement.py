@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from vhtune.analysis.metrics import _interval_by_ts
+from vhtune.analysis.metrics import _interval_by_ts, time_weighted_mean
 from vhtune.analysis.topology import DATAPATH_ROLES
 
 if TYPE_CHECKING:
@@ -89,11 +89,12 @@ def _datapath_pids(rec: Recording) -> set[int]:
 
 
 def _measured_oncpu(rec: Recording) -> dict[int, float]:
-    """Mean on-CPU % of every thread the recording measured."""
+    """On-CPU % of every thread the recording measured, over the intervals' own lengths (a stall stretches one)."""
     tm = rec.thread_metrics
     if not len(tm):
         return {}
-    return {int(str(t)): float(v) for t, v in tm.groupby("tid")["oncpu_pct"].mean().items()}
+    pct = time_weighted_mean(tm["oncpu_pct"], tm["interval_s"].where(tm["interval_s"] > 0), tm["tid"])
+    return {int(str(t)): float(v) for t, v in pct.dropna().items()}
 
 
 def _pinned(rec: Recording, tid: int, ncpu: int) -> list[Occupant]:
