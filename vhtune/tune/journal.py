@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vhtune.errors import TuneError
-from vhtune.fsutil import atomic_write, fsync_dir
+from vhtune.fsutil import atomic_write, fsync_dir, make_dir_durable
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -48,7 +48,7 @@ class Journal:
     def append(self, entry: dict[str, Any]) -> None:
         line = (json.dumps({**entry, "boot_id": boot_id()}, sort_keys=True) + "\n").encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_dir_durable(self.path.parent)  # a journal directory made here is fsync'd into its parent
             created = not self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -64,10 +64,9 @@ class Journal:
             finally:
                 os.close(fd)
             if created:
-                # The new file's directory entry (and a just-made journal directory's) is data of the directory:
-                # without this, power loss can drop the whole journal although its lines were fsync'd.
+                # The new file's directory entry is data of the directory: without this, power loss can drop the
+                # whole journal although its lines were fsync'd.
                 fsync_dir(self.path.parent)
-                fsync_dir(self.path.parent.parent)
         except OSError as exc:
             raise TuneError(
                 f"cannot write the tuning journal {self.path}: {exc.strerror}", "check disk space"
