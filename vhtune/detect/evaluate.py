@@ -76,6 +76,13 @@ def confidence(rec: Recording, ev: Evidence, quality: float = 1.0) -> float:
     return round(c * quality, 2)
 
 
+def rate(g: pd.DataFrame, col: str) -> float:
+    """``col`` per second over the rows of ``g``: sum(count) / sum(interval_s), not a mean of per-interval rates
+    (a stretched interval would weigh as much as a normal one)."""
+    seconds = float(g["interval_s"].sum())
+    return float(g[col].sum()) / seconds if seconds > 0 else float("nan")
+
+
 def score(sev: str, conf: float, ev: Evidence) -> float:
     return round((1 + severity_rank(sev)) * conf * (1 + math.log2(magnitude(ev))) * ev.share, 3)
 

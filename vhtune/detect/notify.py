@@ -10,7 +10,7 @@ import pandas as pd
 
 from vhtune.analysis.topology import Path
 from vhtune.detect import recommend as R
-from vhtune.detect.evaluate import context, crossing, found
+from vhtune.detect.evaluate import context, crossing, found, rate
 from vhtune.detect.finding import Evidence, Finding, Recommendation
 
 if TYPE_CHECKING:
@@ -26,13 +26,6 @@ def _paths(rec: Recording) -> list[tuple[Path, pd.DataFrame]]:
         if path is not None:
             out.append((path, g.droplevel("path")))
     return out
-
-
-def _rate(g: pd.DataFrame, col: str) -> float:
-    """``col`` per second over the whole recording: sum(count) / sum(seconds), not a mean of per-interval rates
-    (a stretched interval would weigh as much as a normal one)."""
-    seconds = float(g["interval_s"].sum())
-    return float(g[col].sum()) / seconds if seconds > 0 else float("nan")
 
 
 def _finding(rec: Recording, det: Detector, path: Path, ev: Evidence, quality: float = 1.0) -> Finding:
@@ -87,8 +80,8 @@ def kick_storm(rec: Recording, det: Detector) -> list[Finding]:
         if ev is None:
             continue
         f = _finding(rec, det, path, ev, quality)
-        f.evidence.append(context("kicks", float(g["kicks"].sum() / g["interval_s"].sum()), "/s"))
-        f.evidence.append(context("packets", _rate(g, "packets"), "pps"))
+        f.evidence.append(context("kicks", rate(g, "kicks"), "/s"))
+        f.evidence.append(context("packets", rate(g, "packets"), "pps"))
         f.recommendations = R.ranked(
             _notify_fix(
                 path,
@@ -132,9 +125,7 @@ def interrupt_storm(rec: Recording, det: Detector) -> list[Finding]:
         if ev is None:
             continue
         f = _finding(rec, det, path, ev, quality)
-        f.evidence.append(
-            context("calls", float(g["calls"].sum() / g["interval_s"].sum()), "/s", "irqfd writes by the back-end")
-        )
+        f.evidence.append(context("calls", rate(g, "calls"), "/s", "irqfd writes by the back-end"))
         f.evidence.append(
             context("KVM injections", float(g[["irqs", "injections"]].max(axis=1).sum() / g["interval_s"].sum()), "/s")
         )
@@ -188,7 +179,7 @@ def small_batches(rec: Recording, det: Detector) -> list[Finding]:
             continue
         ev.note = "packets per back-end burst (back-end counters)" if counted else "packets per wake-up or call"
         f = _finding(rec, det, path, ev, 1.0 if counted else 0.8)
-        f.evidence.append(context("packets", _rate(g, "packets"), "pps"))
+        f.evidence.append(context("packets", rate(g, "packets"), "pps"))
         f.recommendations = R.ranked(
             [
                 R.backend_tunable(
@@ -224,13 +215,13 @@ def small_batches(rec: Recording, det: Detector) -> list[Finding]:
 def halt_polling(rec: Recording, det: Detector) -> list[Finding]:
     out = []
     for path, g in _paths(rec):
-        rate = g["vcpu_wakeups"] / g["interval_s"]
+        per_s = g["vcpu_wakeups"] / g["interval_s"]
         waited = g["vcpu_waited"] / g["vcpu_wakeups"].where(g["vcpu_wakeups"] > 0)
-        ev = crossing(waited[rate >= det.threshold("vcpu_wakeups_per_s").value], det.threshold("waited_share"), len(g))
+        ev = crossing(waited[per_s >= det.threshold("vcpu_wakeups_per_s").value], det.threshold("waited_share"), len(g))
         if ev is None:
             continue
         f = _finding(rec, det, path, ev)
-        f.evidence.append(context("vCPU wake-ups", _rate(g, "vcpu_wakeups"), "/s", "kvm_vcpu_wakeup"))
+        f.evidence.append(context("vCPU wake-ups", rate(g, "vcpu_wakeups"), "/s", "kvm_vcpu_wakeup"))
         f.recommendations = R.ranked(
             [
                 R.halt_poll(None, 200_000),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from vhtune.detect import recommend as R
-from vhtune.detect.evaluate import context, crossing, found
+from vhtune.detect.evaluate import context, crossing, found, rate
 from vhtune.detect.finding import Finding
 from vhtune.detect.notify import _finding as path_finding
 from vhtune.detect.notify import _paths
@@ -37,13 +37,6 @@ def _reasons(rec: Recording, ifname: str) -> str:
     return ", ".join(f"{r['reason_name']} ({r['direction']}) {int(r['count'])}" for r in g.to_dict("records"))
 
 
-def _drop_rate(g: pd.DataFrame) -> float:
-    """Drops per second over the tap's recording: sum(drops) / sum(seconds), not a mean of per-interval rates
-    (a stretched interval would weigh as much as a normal one)."""
-    seconds = float(g["interval_s"].sum())
-    return float(g["drops"].sum()) / seconds if seconds > 0 else float("nan")
-
-
 def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
     out = []
     tm = rec.tap_metrics
@@ -65,7 +58,7 @@ def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
             subject_kind="tap",
             path=pathname,
             details={"ifname": name, "txqueuelen": qlen},
-            context_evidence=(context("drops", _drop_rate(g), "/s"),),
+            context_evidence=(context("drops", rate(g, "drops"), "/s"),),
             # tun's ring holds txqueuelen frames: a short one overflows on any burst longer than it, however
             # promptly the reader runs, so a reader waiting for its CPU does not explain these drops away.
             self_explained=qlen is not None and qlen < ADEQUATE_TXQUEUELEN,
@@ -136,8 +129,7 @@ def rx_ring_starved(rec: Recording, det: Detector) -> list[Finding]:
         if ev is None:
             continue
         f = path_finding(rec, det, path, ev, 1.0 if counted else 0.7)
-        calls = g["calls"].sum() / g["interval_s"].sum()
-        f.evidence.append(context("calls", float(calls), "/s", "RX completions signalled to the guest"))
+        f.evidence.append(context("calls", rate(g, "calls"), "/s", "RX completions signalled to the guest"))
         f.recommendations = R.ranked(
             [
                 R.qemu_option(
