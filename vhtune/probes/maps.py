@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vhtune.counters import counter_deltas
 from vhtune.errors import ProbeError
 from vhtune.probes import layouts as L
 from vhtune.probes.loader import Probes
@@ -396,9 +397,8 @@ class ProbeMaps:
         for name in self.tap_slots.slots:
             last = self._last_taps[name]
             cur = now.get(name, last)  # a tap gone from its netns counts nothing until it is let go
-            if any(c < p for c, p in zip(cur, last, strict=True)):
-                last = [0] * len(TAP_FIELDS)  # counters went back: a new tap under this name, counting from 0
-            d.taps[name] = {f: max(0, c - p) for f, c, p in zip(TAP_FIELDS, cur, last, strict=True)}
+            cur_d, last_d = dict(zip(TAP_FIELDS, cur, strict=True)), dict(zip(TAP_FIELDS, last, strict=True))
+            d.taps[name] = counter_deltas(cur_d, last_d)
             self._last_taps[name] = cur
         by_slot = {s: n for n, s in self.tap_slots.slots.items()}
         for k, v in _read_and_clear(self._t("drops")):

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from vhtune.backend.control_client import ControlClient
+from vhtune.counters import counter_deltas
 from vhtune.errors import VhtuneError
 from vhtune.record.backend_table import BACKEND_QUEUES
 from vhtune.record.frames import write_chunk
@@ -57,7 +58,7 @@ class BackendSampler:
             self.prev[idx] = now
             if before is None:
                 continue
-            d = {k: max(0, now[k] - before[k]) for k in now}
+            d = counter_deltas(now, before)
             rows.append(
                 {
                     "ts": ts,
