@@ -40,6 +40,11 @@ for m in $(cat /modules.order); do insmod "/lib/modules/$m" 2>/dev/null || echo 
 i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 ip link set lo up
+# No IPv6: its DAD, MLD reports and router solicitations are sent on timers of their own and could leave
+# after the final counter read below, so the back-end would count frames the guest did not report.
+for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/sys/net/ipv6/conf/default/disable_ipv6; do
+    [ -e $f ] && echo 1 > $f
+done
 if [ -e /sys/class/net/eth0 ]; then
     [ -n "$P_ip" ] && ip addr add "$P_ip" dev eth0
     ip link set eth0 up
@@ -95,6 +100,13 @@ iperf3s)
     rc=2; extra="\"error\":\"unknown workload\"," ;;
 esac
 t1=$(cut -d' ' -f1 /proc/uptime)
+# Quiesce before the final read. The peer's neighbour entry for us goes DELAY -> PROBE 5 s after its first
+# use, and our ARP reply to that unicast probe could leave after the read: IFF_NOARP makes arp_rcv() drop
+# ARP. virtio-net counts a TX frame when it reclaims the used buffer (free_old_xmit), not when it queues
+# it, so the count is read again until two reads 0.2 s apart agree (bounded: 25 reads).
+[ -e /sys/class/net/eth0 ] && ip link set eth0 arp off
+last=-1; i=0
+while [ "$(nstat tx_packets)" != "$last" ] && [ $i -lt 25 ]; do last=$(nstat tx_packets); sleep 0.2; i=$((i+1)); done
 dtx=$(( $(nstat tx_packets) - tx0 )); drx=$(( $(nstat rx_packets) - rx0 ))
 tail="\"eth0_tx\":$dtx,\"eth0_rx\":$drx,\"eth0_tx_total\":$(nstat tx_packets),\"t_start\":$t0,\"t_end\":$t1"
 echo "VHTUNE-RESULT {\"workload\":\"$P_wl\",\"rc\":$rc,$extra$tail}"
