@@ -114,9 +114,9 @@ def test_without_backend_counters_uses_ebpf_only(tmp_path: Path) -> None:
     assert top["vm2"].id == "tap-drops"
 
 
-def _top(tmp_path: Path, fault: str, frontend: str = "dpdk") -> Finding:
+def _top(tmp_path: Path, fault: str, frontend: str = "dpdk", worker_sched: tuple[str, int] = ("other", 0)) -> Finding:
     """VM 0 alone on a 2-CPU host, served by a DPDK virtio-user front-end (testpmd as the lab places it)."""
-    spec = SynthSpec(vms=1, duration_s=10, faults={0: fault}, cpus=2, frontend=frontend)
+    spec = SynthSpec(vms=1, duration_s=10, faults={0: fault}, cpus=2, frontend=frontend, worker_sched=worker_sched)
     findings = api.analyze(api.load(write_synthetic(tmp_path / fault, spec)))
     assert findings, f"no finding for {fault}"
     return findings[0]
@@ -156,3 +156,25 @@ def test_busy_pinned_vcpus_rule_out_their_cpu(tmp_path: Path) -> None:
     top = _top(tmp_path, "cpu-hog", frontend="kvm")
     assert [r.knob for r in top.recommendations] == ["thread-sched"]
     assert top.details["cpus_taken"]["1"].startswith("CPU 1 runs vCPU CPU 0/KVM of vm0")
+
+
+@pytest.mark.parametrize("fault", ["cpu-hog", "wakeup-latency"])
+def test_real_time_priority_is_proposed_from_the_threads_own_scheduling(tmp_path: Path, fault: str) -> None:
+    """The current value and the rollback are the thread's own (discovery read its stat), not assumed."""
+    top = _top(tmp_path / "other", fault)
+    fifo = next(r for r in top.recommendations if r.knob == "thread-sched")
+    assert fifo.current == {"policy": "other", "priority": 0, "nice": 0}
+    assert fifo.rollback.startswith("chrt -o -p 0 ") and fifo.rollback.endswith(f"renice -n 0 -p {fifo.target[4:]}")
+    low = next(
+        r for r in _top(tmp_path / "rr", fault, worker_sched=("rr", 5)).recommendations if r.knob == "thread-sched"
+    )
+    assert low.current == {"policy": "rr", "priority": 5, "nice": 0} and low.rollback.startswith("chrt -r -p 5 ")
+
+
+@pytest.mark.parametrize("fault", ["cpu-hog", "wakeup-latency"])
+def test_no_real_time_priority_for_a_thread_that_has_one(tmp_path: Path, fault: str) -> None:
+    top = _top(tmp_path, fault, worker_sched=("fifo", 20))
+    assert all(r.knob != "thread-sched" for r in top.recommendations), top.recommendations
+    ev = next(e for e in top.evidence if e.metric == "real-time priority already")
+    assert ev.value == 20 and ev.note.startswith("SCHED_FIFO")
+    assert "No real-time priority is proposed" in top.explanation

@@ -28,6 +28,9 @@ class FakeThread:
     comm: str
     cpus: str = "0-3"
     last_cpu: int = 0
+    nice: int = 0
+    rt_priority: int = 0
+    policy: int = 0  # SCHED_OTHER
 
 
 @dataclass
@@ -199,6 +202,9 @@ def _write_task(d: Path, tid: int, t: FakeThread) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "comm").write_text(t.comm + "\n")
     fields = ["S"] + ["0"] * 49  # fields 3..52
+    fields[19 - 3] = str(t.nice)
     fields[39 - 3] = str(t.last_cpu)
+    fields[40 - 3] = str(t.rt_priority)
+    fields[41 - 3] = str(t.policy)
     (d / "stat").write_text(f"{tid} ({t.comm}) {' '.join(fields)}\n")
     (d / "status").write_text(f"Name:\t{t.comm}\nPid:\t{tid}\nCpus_allowed_list:\t{t.cpus}\n")

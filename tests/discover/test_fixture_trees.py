@@ -67,9 +67,9 @@ def libvirt_host(tmp_path: Path) -> Path:
         ["ovs-vswitchd", "unix:/var/run/openvswitch/db.sock", "--pidfile", "--detach"],
         threads=[
             FakeThread(2000, "ovs-vswitchd", "0-1", 0),
-            FakeThread(2001, "pmd-c02/id:5", "2", 2),
+            FakeThread(2001, "pmd-c02/id:5", "2", 2, policy=1, rt_priority=20),  # chrt -f 20
             FakeThread(2002, "pmd-c03/id:6", "3", 3),
-            FakeThread(2003, "handler1", "0-1", 1),
+            FakeThread(2003, "handler1", "0-1", 1, nice=-5),
         ],
     )
     h.sock(ovs, 60, ovs_end)
@@ -101,10 +101,18 @@ def test_libvirt_vm_threads_memory_and_numa(libvirt_host: Path) -> None:
         1,
     )
     assert _thread(snap, 1003).role == ROLE_VMM
+    assert (cpu1.policy, cpu1.rt_priority, cpu1.nice) == ("other", 0, 0)
     # Guest RAM is the memfd backend mapping (node 1); QEMU's heap on node 0 is not guest memory.
     assert vm.memory_kib_by_node == {1: 4000}
     assert vm.memory_nodes == [1]
     assert snap.problems == []
+
+
+def test_thread_scheduling_from_stat(libvirt_host: Path) -> None:
+    snap = discover(libvirt_host)
+    pmd, handler = _thread(snap, 2001), _thread(snap, 2003)
+    assert (pmd.policy, pmd.rt_priority, pmd.nice) == ("fifo", 20, 0)
+    assert (handler.policy, handler.rt_priority, handler.nice) == ("other", 0, -5)
 
 
 def test_libvirt_tap_from_fds_with_vhost_net(libvirt_host: Path) -> None:

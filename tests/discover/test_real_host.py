@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.discover.conftest import DpdkPair, RealSetup, UnnamedNetnsTap, VhtunePair
+from tests.discover.conftest import DpdkPair, RealSetup, UnnamedNetnsTap, VhtunePair, start_paused_qemu, vcpu0_tid
 from tests.discover.test_failures import discover_as_nobody
 from vhtune.discover import ROLE_BACKEND, ROLE_FRONTEND, ROLE_OTHER, ROLE_VCPU, Snapshot, VMInfo, discover
 from vhtune.discover.procfs import parse_cpulist
@@ -225,3 +225,19 @@ def test_virtio_user_frontend_threads_with_their_affinity(real_vhtune_backend: V
     assert be.frontend_pids == [pair.frontend_pid] and pair.frontend_pid not in {b.pid for b in snap.backends}
     targets = build(snap, Selection())
     assert targets.threads[lcore].role == ROLE_FRONTEND and pair.frontend_pid not in targets.threads
+
+
+def test_a_vcpu_threads_scheduling_as_the_kernel_has_it(require_root: None) -> None:
+    qemu = start_paused_qemu(f"vhsched{os.getpid()}", "16")
+    try:
+        tid = vcpu0_tid(qemu)
+        os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(3))
+        os.setpriority(os.PRIO_PROCESS, tid, 4)  # kept for when it goes back to SCHED_OTHER
+        snap = discover()
+        vcpu = _one(snap, snap.threads, lambda t: t.tid == tid)
+        assert (vcpu.policy, vcpu.rt_priority, vcpu.nice) == ("rr", 3, 4)
+        main = _one(snap, snap.threads, lambda t: t.tid == qemu.pid)
+        assert (main.policy, main.rt_priority) == ("other", 0)
+    finally:
+        qemu.kill()
+        qemu.wait()

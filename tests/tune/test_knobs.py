@@ -13,6 +13,7 @@ from vhtune.errors import TuneError
 from vhtune.lab.netns import Netns, tap
 from vhtune.tune.engine import Request, apply_plan, make_plan, rollback_plan, verify_plan
 from vhtune.tune.knob import Target, format_cpulist, parse_cpulist
+from vhtune.tune.knobs import describe_value
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
@@ -235,3 +236,15 @@ def test_tap_queue_mask_refuses_a_bad_value_in_one_sentence(value: object, state
         target = Target("tap", {"dev": "vhltuneq1", "netns": ns.name, "queue": "tx-0"})
         with pytest.raises(TuneError, match="CPU"):
             make_plan([Request("tap-queue-mask", target, value)], snap)
+
+
+def test_values_as_tables_show_them() -> None:
+    assert describe_value("thread-sched", {"policy": "fifo", "priority": 10}) == "SCHED_FIFO 10"
+    assert describe_value("thread-sched", {"policy": "other", "priority": 0, "nice": -5}) == "SCHED_OTHER nice -5"
+    assert describe_value("thread-sched", {"policy": "rr", "priority": 3, "reset_on_fork": True}) == (
+        "SCHED_RR 3 reset-on-fork"
+    )
+    assert describe_value("thread-sched", "unknown") == "unknown"
+    assert describe_value("thread-affinity", [0, 1, 2, 5]) == "0-2,5"
+    assert describe_value("qemu-option", {"option": "queues", "value": 2}) == "option=queues, value=2"
+    assert describe_value("guest-option", 4) == "4"  # a knob vhtune does not have: the value as is

@@ -96,6 +96,7 @@ class SynthSpec:
     cpus: int = 8
     nodes: int = 1
     frontend: str = "kvm"  # "kvm": a QEMU/KVM guest; "dpdk": a DPDK virtio-user process (no VM)
+    worker_sched: tuple[str, int] = ("other", 0)  # the back-end worker's policy and real-time priority
 
 
 # The front-end's two recorded threads per kind: comm, role, on-CPU and run-queue keys of the profile.
@@ -154,7 +155,19 @@ def snapshot(spec: SynthSpec) -> Snapshot:
             _dpdk_frontend(snap, v, node, spec.cpus)
         snap.threads.append(ThreadInfo(v.backend, v.backend, "vhtune", "other"))
         snap.threads.append(
-            ThreadInfo(v.backend, v.worker, "vhtune-q0", "backend-worker", (be_cpu,), be_cpu, node[be_cpu], queue=0)
+            ThreadInfo(
+                v.backend,
+                v.worker,
+                "vhtune-q0",
+                "backend-worker",
+                (be_cpu,),
+                be_cpu,
+                node[be_cpu],
+                queue=0,
+                policy=spec.worker_sched[0],
+                rt_priority=spec.worker_sched[1],
+                nice=0,
+            )
         )
         snap.taps.append(TapInfo(v.tap, 100 + v.i, "root", (v.backend,), 1, int(v.p["txqueuelen"]), True, False))
         snap.backends.append(BackendInfo(v.backend, "vhtune", "vhtune", [v.worker], [f"/run/vht{v.i}.sock"], [v.qemu]))

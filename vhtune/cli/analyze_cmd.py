@@ -56,7 +56,7 @@ def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...]) -> None:
                 f.severity if not f.consequence_of else f"info ← {f.consequence_of}",
                 f"{f.confidence:.2f}",
                 f.evidence[0].short() if f.evidence else "",
-                f"{top.knob}: {top.current} → {top.proposed}" if top else "",
+                f"{top.knob}: {top.change()}" if top else "",
             )
         )
     t = table(

@@ -13,7 +13,7 @@ from vhtune.analysis.topology import BACKEND_ROLES, Path
 from vhtune.detect import recommend as R
 from vhtune.detect.evaluate import context, crossing, found
 from vhtune.detect.finding import Evidence, Finding, Recommendation
-from vhtune.detect.placement import CpuChoice, all_cpus, choose_cpu, cpus_of, describe
+from vhtune.detect.placement import CpuChoice, all_cpus, choose_cpu, cpus_of, describe, sched_of
 
 if TYPE_CHECKING:
     from vhtune.analysis.recording import Recording
@@ -127,6 +127,22 @@ def saturated(rec: Recording, det: Detector) -> list[Finding]:
     return out
 
 
+def _fifo_or_why_not(rec: Recording, f: Finding, tid: int, comm: str, why: str) -> Recommendation | None:
+    """The SCHED_FIFO recommendation; when the thread is real-time already, evidence that says so instead."""
+    current = sched_of(rec, tid)
+    fifo = R.sched_fifo(tid, comm, why, current)
+    if fifo is None and current is not None:
+        f.evidence.append(
+            context(
+                "real-time priority already", float(current["priority"]), "",
+                f"SCHED_{current['policy'].upper()}: it waits behind other real-time tasks or interrupt handlers "
+                "on its CPU, so a higher class would not help",
+            )
+        )  # fmt: skip
+        f.explanation += " No real-time priority is proposed: the thread has one already (see the evidence)."
+    return fifo
+
+
 def _competitors(rec: Recording, tid: int) -> pd.DataFrame:
     c = rec.competitors
     if not len(c):
@@ -162,10 +178,11 @@ def contention(rec: Recording, det: Detector) -> list[Finding]:
             avoid = {int(x) for x in comp["cpu"]}
         f.evidence.append(context("run-queue wait p99", float(g["runq_p99_us"].median()), "µs"))
         choice = choose_cpu(rec, tid, avoid)
-        fifo = R.sched_fifo(tid, comm, f"it no longer queues behind {why}")
+        fifo = _fifo_or_why_not(rec, f, tid, comm, f"it no longer queues behind {why}")
         move = _move(rec, tid, comm, choice, why)
         # A really free CPU first; without one, priority on its own CPU first and a move to a shared CPU second.
-        recs = [fifo] if move is None else ([move, fifo] if choice.clean else [fifo, move])
+        ordered = [move, fifo] if choice.clean else [fifo, move]
+        recs = [r for r in ordered if r is not None]
         _explain_no_move(f, choice)
         f.recommendations = R.ranked(recs)
         out.append(f)
@@ -187,7 +204,8 @@ def wakeup_latency(rec: Recording, det: Detector) -> list[Finding]:
         if len(comp):
             top, who = _top_competitor(rec, comp, f)
             f.evidence.append(context("ran before it", float(top["ns"]) / 1e6, "ms", f"{who} on CPU {int(top['cpu'])}"))
-        recs = [R.sched_fifo(tid, comm, "its wake-up → run latency drops to the scheduler's preemption cost")]
+        fifo = _fifo_or_why_not(rec, f, tid, comm, "its wake-up → run latency drops to the scheduler's preemption cost")
+        recs = [fifo] if fifo is not None else []
         if path is not None:
             recs.append(
                 R.backend_tunable(

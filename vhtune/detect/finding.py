@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vhtune.tune.knobs import describe_value
+
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -67,6 +69,10 @@ class Recommendation:
     rollback: str
     tune_set: str | None = None  # `vhtune tune plan --set ...` when vhtune can apply and roll it back itself
     tune: dict[str, Any] | None = None  # the same as data: {"knob", "target": {ident}, "value"} for tune's Request
+
+    def change(self) -> str:
+        """ "current → proposed" as an operator reads them (``SCHED_OTHER nice 0 → SCHED_FIFO 10``)."""
+        return f"{describe_value(self.knob, self.current)} → {describe_value(self.knob, self.proposed)}"
 
 
 @dataclass

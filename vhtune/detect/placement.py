@@ -11,7 +11,7 @@ the CPU where testpmd's forwarding lcore busy-polls lost 80 % of its packet rate
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -58,6 +58,15 @@ class CpuChoice:
 def cpus_of(rec: Recording, tid: int) -> list[int]:
     aff = rec.topology.threads.get(tid, {}).get("affinity") or []
     return sorted(int(c) for c in aff)
+
+
+def sched_of(rec: Recording, tid: int) -> dict[str, Any] | None:
+    """The thread's scheduling as discovery read it (the thread-sched knob's value shape); None when the
+    recording predates that (discovery without policy)."""
+    t = rec.topology.threads.get(tid, {})
+    if t.get("policy") is None:
+        return None
+    return {"policy": str(t["policy"]), "priority": int(t.get("rt_priority") or 0), "nice": int(t.get("nice") or 0)}
 
 
 def all_cpus(rec: Recording) -> list[int]:

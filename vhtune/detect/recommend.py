@@ -10,6 +10,7 @@ from typing import Any
 
 from vhtune.analysis.topology import Path
 from vhtune.detect.finding import Recommendation
+from vhtune.discover.model import REALTIME_POLICIES
 from vhtune.tune.knob import Target, format_cpulist
 from vhtune.tune.knobs import KNOBS
 
@@ -47,18 +48,33 @@ def affinity(tid: int, comm: str, current: list[int], proposed: list[int], why: 
     )
 
 
-def sched_fifo(tid: int, comm: str, why: str) -> Recommendation:
-    value = {"policy": "fifo", "priority": 10}
+# The real-time priority proposed: above the default of threaded IRQ handlers (50 is theirs; 10 stays below
+# them, so the NIC's and timer's handlers still run first) and above any SCHED_OTHER/BATCH/IDLE task.
+FIFO_PRIORITY = 10
+
+
+def sched_fifo(tid: int, comm: str, why: str, current: dict[str, Any] | None) -> Recommendation | None:
+    """SCHED_FIFO at FIFO_PRIORITY; None when the thread is already real-time at least that high (or
+    SCHED_DEADLINE), where the same command would change nothing. ``current``: discovery's value, None when
+    the recording does not have it."""
+    if (
+        current is not None
+        and current["policy"] in REALTIME_POLICIES
+        and (current["policy"] == "deadline" or current["priority"] >= FIFO_PRIORITY)
+    ):
+        return None
+    value = {"policy": "fifo", "priority": FIFO_PRIORITY}
+    knob = KNOBS["thread-sched"](Target("thread", {"tid": tid}))
     return Recommendation(
         rank=0,
         knob="thread-sched",
         target=f"tid={tid}",
-        current={"policy": "other"},
+        current=current if current is not None else "unknown",
         proposed=value,
-        command=KNOBS["thread-sched"](Target("thread", {"tid": tid})).command(value),
+        command=knob.command(value),
         expected=f"{comm} preempts normal tasks as soon as it wakes: {why}",
         risk="a busy real-time thread can starve everything else on its CPU (RT throttling caps it at 95 %)",
-        rollback=f"chrt -o -p 0 {tid}",
+        rollback=knob.command(current) if current is not None else "vhtune tune rollback PLAN",
         **_tune("thread-sched", f"tid={tid}", value),
     )
 

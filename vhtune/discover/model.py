@@ -23,6 +23,12 @@ class CpuInfo:
     node: int  # NUMA node of this CPU (0 on single-node hosts)
 
 
+# sched_setscheduler(2) policy numbers as /proc/PID/task/TID/stat field 41 shows them (include/uapi/linux/sched.h;
+# 4 is unused), by the names chrt(1) and vhtune's thread-sched knob use.
+SCHED_POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
+REALTIME_POLICIES = ("fifo", "rr", "deadline")
+
+
 @dataclass
 class ThreadInfo:
     pid: int  # thread-group id (the process)
@@ -34,6 +40,9 @@ class ThreadInfo:
     numa_node: int | None = None  # node of last_cpu
     vcpu_index: int | None = None  # n of "CPU n/KVM"
     queue: int | None = None  # vhtune-q<n> / DPDK lcore index where the name tells
+    policy: str | None = None  # scheduling policy (SCHED_POLICY_NAMES), stat field 41
+    rt_priority: int | None = None  # 1..99 for fifo/rr, 0 otherwise: stat field 40
+    nice: int | None = None  # -20..19: stat field 19
 
 
 @dataclass

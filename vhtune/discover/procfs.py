@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vhtune import cpulist
+from vhtune.discover.model import SCHED_POLICY_NAMES
 
 _FD_SOCKET = re.compile(r"^socket:\[(\d+)\]$")
 _NS_LINK = re.compile(r"^net:\[(\d+)\]$")
@@ -32,6 +33,14 @@ SS_CONNECTED = 3
 def parse_cpulist(text: str) -> tuple[int, ...]:
     """``0-3,8,10-11`` → (0, 1, 2, 3, 8, 10, 11); the format of Cpus_allowed_list and node*/cpulist."""
     return tuple(cpulist.parse_cpulist(text))
+
+
+@dataclass(frozen=True)
+class SchedStat:
+    last_cpu: int | None
+    nice: int | None
+    rt_priority: int | None
+    policy: str | None
 
 
 @dataclass(frozen=True)
@@ -75,14 +84,25 @@ class ProcFS:
     def tids(self, pid: int) -> list[int]:
         return sorted(int(n) for n in os.listdir(f"{self._p}/{pid}/task") if n.isdigit())
 
-    def last_cpu(self, pid: int, tid: int | None = None) -> int | None:
-        """Field 39 ("processor") of stat: the CPU the task last ran on.
+    def sched_stat(self, pid: int, tid: int | None = None) -> SchedStat:
+        """The scheduling fields of stat: nice (19), processor (39, the CPU it last ran on), rt_priority (40)
+        and policy (41).
 
         comm (field 2) is in parentheses and may hold spaces and ')' ("CPU 0/TCG"), so fields are
         counted after the last ')'; field 3 is the first one after it."""
         text = self._read(f"{self._task(pid, tid)}/stat")
         rest = text[text.rindex(")") + 2 :].split()
-        return int(rest[39 - 3]) if len(rest) > 39 - 3 else None
+
+        def field(n: int) -> int | None:
+            return int(rest[n - 3]) if len(rest) > n - 3 and rest[n - 3].lstrip("-").isdigit() else None
+
+        pol = field(41)
+        return SchedStat(
+            last_cpu=field(39),
+            nice=field(19),
+            rt_priority=field(40),
+            policy=None if pol is None else SCHED_POLICY_NAMES.get(pol, str(pol)),
+        )
 
     def status(self, pid: int, tid: int | None = None) -> dict[str, str]:
         out: dict[str, str] = {}

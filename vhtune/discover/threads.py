@@ -64,7 +64,8 @@ def read_thread(
     if comm is None:
         comm = fs.comm(pid, tid)
     role, vcpu, queue = classify(comm, in_vmm)
-    last = fs.last_cpu(pid, tid)
+    st = fs.sched_stat(pid, tid)
+    last = st.last_cpu
     return ThreadInfo(
         pid=pid,
         tid=tid,
@@ -75,4 +76,7 @@ def read_thread(
         numa_node=None if last is None else node_of.get(last, 0 if not node_of else None),
         vcpu_index=vcpu,
         queue=queue,
+        policy=st.policy,
+        rt_priority=st.rt_priority,
+        nice=st.nice,
     )

@@ -48,7 +48,7 @@ def _finding(i: int, f: Finding) -> str:
         for e in f.evidence
     )
     recs = "".join(
-        f"<li><b>{escape(r.knob)}</b> {escape(r.target)}: {_e(r.current)} → {_e(r.proposed)}"
+        f"<li><b>{escape(r.knob)}</b> {escape(r.target)}: {escape(r.change())}"
         f"<pre>{escape(r.command)}</pre>"
         + (f"<pre>{escape(r.tune_set)}</pre>" if r.tune_set else "")
         + f"expected: {escape(r.expected)}<br>risk: {escape(r.risk)}<br>"

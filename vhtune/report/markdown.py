@@ -51,7 +51,7 @@ def render(rec: Recording, findings: list[Finding]) -> str:
         lines += ["", "Recommendations:"]
         for r in f.recommendations:
             lines += [
-                f"{r.rank}. **{r.knob}** {r.target}: {r.current} → {r.proposed} — {r.expected}; risk: {r.risk}",
+                f"{r.rank}. **{r.knob}** {r.target}: {r.change()} — {r.expected}; risk: {r.risk}",
                 "",
                 "   ```",
                 f"   {r.command}",

@@ -56,6 +56,13 @@ class Knob(abc.ABC):
         """Canonical form of a user-given value (so verify compares like with like)."""
         return value
 
+    @classmethod
+    def describe(cls, value: Value) -> str:
+        """The value as an operator reads it in a table: key=value pairs for a dict, the text otherwise."""
+        if isinstance(value, dict):
+            return ", ".join(f"{k}={v}" for k, v in value.items())
+        return str(value)
+
     def pinned(self) -> Target:
         """The target as the journal keeps it: resolved to the object that holds the value when that object is
         found through another (a cgroup through a task in it), so a rollback restores that object itself."""

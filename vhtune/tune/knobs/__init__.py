@@ -34,3 +34,9 @@ def make_knob(name: str, target: Target) -> Knob:
     except KeyError:
         raise TuneError(f"there is no knob named {name!r}", f"known knobs: {', '.join(sorted(KNOBS))}") from None
     return cls(target)
+
+
+def describe_value(knob: str, value: object) -> str:
+    """``value`` of the knob named ``knob`` as a table shows it; knobs vhtune does not have print it as is."""
+    cls = KNOBS.get(knob)
+    return cls.describe(value) if cls is not None else Knob.describe(value)

@@ -38,6 +38,10 @@ def _gone(tid: int) -> TuneError:
 class ThreadAffinityKnob(Knob):
     name = "thread-affinity"
 
+    @classmethod
+    def describe(cls, value: Value) -> str:
+        return format_cpulist(value) if isinstance(value, list) else super().describe(value)
+
     def normalize(self, value: Value) -> Value:
         if isinstance(value, str):
             return parse_cpulist(value)
@@ -77,6 +81,17 @@ class ThreadSchedKnob(Knob):
     "reset_on_fork": true when the thread has SCHED_RESET_ON_FORK (children start at SCHED_OTHER, nice 0)."""
 
     name = "thread-sched"
+
+    @classmethod
+    def describe(cls, value: Value) -> str:
+        """As chrt(1) -p prints it: "SCHED_FIFO 10"; "SCHED_OTHER nice 5" where only nice matters."""
+        if not isinstance(value, dict) or "policy" not in value:
+            return super().describe(value)
+        pol = str(value["policy"])
+        text = f"SCHED_{pol.upper()} " + (
+            str(value.get("priority", 0)) if pol in ("fifo", "rr") else f"nice {value.get('nice', 0)}"
+        )
+        return text + (" reset-on-fork" if value.get("reset_on_fork") else "")
 
     def normalize(self, value: Value) -> Value:
         if not isinstance(value, dict):
