@@ -45,6 +45,15 @@ def test_plan_apply_verify_rollback_on_discovered_vcpu_thread(paused_vm: tuple[i
     assert os.sched_getaffinity(tid) == before
 
 
+def test_plan_table_shows_scheduling_as_chrt_does(paused_vm: tuple[int, int], tmp_path: Path) -> None:
+    _, tid = paused_vm
+    env = {**os.environ, "VHTUNE_STATE_DIR": str(tmp_path), "COLUMNS": "200"}
+    plan = vhtune("tune", "plan", "--set", "thread-sched", f"tid={tid}", '{"policy":"fifo","priority":10}', env=env)
+    assert plan.returncode == 0, plan.stderr
+    nice = os.getpriority(os.PRIO_PROCESS, tid)
+    assert f"SCHED_OTHER nice {nice}" in plan.stdout and "SCHED_FIFO 10" in plan.stdout, plan.stdout
+
+
 def test_cli_refuses_thread_it_did_not_discover(tmp_path: Path) -> None:
     env = {**os.environ, "VHTUNE_STATE_DIR": str(tmp_path)}
     # This test process's own main thread is no VM or back-end thread.

@@ -15,7 +15,7 @@ from vhtune.discover import discover
 from vhtune.errors import TuneError, UsageError
 from vhtune.tune.engine import Request, apply_plan, make_plan, rollback_plan, verify_plan
 from vhtune.tune.knob import Target
-from vhtune.tune.knobs import KNOBS
+from vhtune.tune.knobs import KNOBS, describe_value
 from vhtune.tune.plan import Plan, load_plan
 from vhtune.tune.targets import KNOB_TARGET_KIND
 
@@ -42,8 +42,8 @@ def _render_plan(plan: Plan) -> None:
         (
             c.knob,
             c.target.label(),
-            json.dumps(c.current),
-            json.dumps(c.proposed),
+            describe_value(c.knob, c.current),
+            describe_value(c.knob, c.proposed),
             "restart" if c.restart_required else ("no-op" if c.is_noop else "runtime"),
             c.command,
         )
@@ -116,7 +116,16 @@ def verify_cmd(ctx: click.Context, plan_id: str | None, as_json: bool) -> None:
             table(
                 f"verify {plan.id}",
                 ["knob", "target", "expected", "current", "ok"],
-                [(r.change.knob, r.change.target.label(), r.change.proposed, r.current, r.ok) for r in rows],
+                [
+                    (
+                        r.change.knob,
+                        r.change.target.label(),
+                        describe_value(r.change.knob, r.change.proposed),
+                        describe_value(r.change.knob, r.current),
+                        r.ok,
+                    )
+                    for r in rows
+                ],
             )
         )
     if not all(r.ok for r in rows):
