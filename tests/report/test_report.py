@@ -100,6 +100,7 @@ def test_cli_analyze_and_report(rec: api.Recording, tmp_path: Path) -> None:
     assert data["findings"][0]["id"] == "backend-cpu-contention"
     t = subprocess.run([*run, "analyze", str(rec.path)], capture_output=True, text=True, timeout=60)
     assert t.returncode == 0 and "backend-cpu-contention" in t.stdout and "taskset -pc" in t.stdout
+    assert "runq_pct" in t.stdout and "% of intervals" in t.stdout  # the evidence column: value, threshold, share
     r = subprocess.run(
         [*run, "report", str(rec.path), "-o", str(tmp_path / "x.md")], capture_output=True, text=True, timeout=60
     )

@@ -44,7 +44,8 @@ class Evidence:
     def short(self) -> str:
         v = "n/a" if self.value is None else _fmt(self.value)
         unit = self.unit and " " + self.unit
-        return f"{self.metric} {v}{unit} {self.op} {_fmt(self.threshold)} ({100 * self.share:.0f} %)"
+        share = f"{100 * self.share:.0f} % of intervals"
+        return f"{self.metric} {v}{unit} {self.op} {_fmt(self.threshold)}{unit} in {share}"
 
     def sentence(self) -> str:
         v = "n/a" if self.value is None else _fmt(self.value)
