@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -98,7 +99,8 @@ def test_cli_analyze_and_report(rec: api.Recording, tmp_path: Path) -> None:
     assert a.returncode == 0, a.stderr
     data = json.loads(a.stdout)
     assert data["findings"][0]["id"] == "backend-cpu-contention"
-    t = subprocess.run([*run, "analyze", str(rec.path)], capture_output=True, text=True, timeout=60)
+    wide = {**os.environ, "COLUMNS": "300"}  # rich wraps table cells to the terminal's width
+    t = subprocess.run([*run, "analyze", str(rec.path)], capture_output=True, text=True, timeout=60, env=wide)
     assert t.returncode == 0 and "backend-cpu-contention" in t.stdout and "taskset -pc" in t.stdout
     assert "runq_pct" in t.stdout and "% of intervals" in t.stdout  # the evidence column: value, threshold, share
     r = subprocess.run(
