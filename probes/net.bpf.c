@@ -1,6 +1,7 @@
 /* net family: packets/bytes per target tap and kfree_skb drops attributed to it. The net tracepoints carry
  * the device only as `name` (__data_loc string), so taps are matched by name (a netns-blind key: lab taps
- * carry the pid in their names). skb:kfree_skb has no device at all: the skb address seen at
+ * carry the pid in their names; user space watches one tap per name here and says so in the manifest when
+ * two watched taps of different netns share one). skb:kfree_skb has no device at all: the skb address seen at
  * net_dev_queue / netif_receive_skb on a target tap is remembered in a direct-mapped cache and looked up
  * at kfree_skb; consume_skb forgets it so a recycled address is not blamed on the tap.
  *
@@ -56,7 +57,7 @@ static __always_inline u32 vht_tap_slot(void *args, u32 data_loc)
     } else {
         w[1] = 0;
     }
-    return vht_tap_lookup(&ifn);
+    return vht_tap_lookup(&ifn, 0); /* by name only: the tracepoints carry no netns */
 }
 
 TRACEPOINT_PROBE(net, netif_receive_skb)

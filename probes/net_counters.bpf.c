@@ -9,10 +9,14 @@
  * another device's index there). The offsets come from the running kernel's BTF (vhtune/probes/btf.py) as -D
  * flags: this host's 6.1 headers do not match its 6.18 kernel.
  *
- * Each bpf_probe_read_kernel costs ~15-20 ns here, so a device is looked up by name once: dev_cache remembers,
- * per net_device address, its ifindex and tap slot (or VHT_NOSLOT), valid while the address, the ifindex and
- * tap_gen (bumped by user space whenever the watched taps change) are unchanged. A drop then costs three small
- * reads (skb->dev, dev->ifindex, skb->skb_iif) instead of four. The ifindex check catches a device freed and
+ * A tap is (name, netns inode): one netns per VM (Kata Containers) gives several taps of one name, and each
+ * must get only its own drops. Each bpf_probe_read_kernel costs ~15-20 ns here, so a device is looked up once:
+ * on a dev_cache miss its name (16 bytes) and its netns inode (dev->nd_net.net, then net->ns.inum) are read and
+ * matched; dev_cache remembers, per net_device address, its ifindex and tap slot (or VHT_NOSLOT), valid while
+ * the address, the ifindex and tap_gen (bumped by user space whenever the watched taps change) are unchanged.
+ * A drop on a cached device then costs three small reads (skb->dev, dev->ifindex, skb->skb_iif) whatever the
+ * miss path reads. A device moved to another netns keeps its address and usually its ifindex: its entry is
+ * refilled when discovery sees the move (the tap's key changes, tap_gen is bumped). The ifindex check catches a device freed and
  * another allocated at the same address (indexes are handed out cyclically per netns); two CPUs filling one
  * entry at once may tear it, which can misattribute a drop until the next fill. */
 
@@ -31,14 +35,26 @@ static __always_inline u64 vht_before_nul(u64 w, int *ended)
     return w & (((t & -t) >> 7) - 1);
 }
 
-/* NUL-pad a name read from net_device.name (garbage may follow its NUL), then look it up. */
-static __always_inline u32 vht_slot_by_name(struct vht_ifname *ifn)
+/* NUL-pad a name read from net_device.name (garbage may follow its NUL), then look (name, netns) up. */
+static __always_inline u32 vht_slot_by_name(struct vht_ifname *ifn, u32 inum)
 {
     u64 *w = (u64 *)ifn->name;
     int ended = 0;
     w[0] = vht_before_nul(w[0], &ended);
     w[1] = ended ? 0 : vht_before_nul(w[1], &ended);
-    return vht_tap_lookup(ifn);
+    return vht_tap_lookup(ifn, inum);
+}
+
+/* The inode of the device's network namespace: dev->nd_net.net->ns.inum (two reads; 0 when unreadable, which
+ * matches no watched tap). */
+static __always_inline u32 vht_dev_netns(void *dev)
+{
+    void *net = 0;
+    u32 inum = 0;
+    if (bpf_probe_read_kernel(&net, sizeof(net), dev + VHT_DEV_NET_OFF) != 0 || !net)
+        return 0;
+    bpf_probe_read_kernel(&inum, sizeof(inum), net + VHT_NET_INUM_OFF);
+    return inum;
 }
 
 RAW_TRACEPOINT_PROBE(kfree_skb)
@@ -59,7 +75,7 @@ RAW_TRACEPOINT_PROBE(kfree_skb)
         struct vht_ifname ifn;
         if (bpf_probe_read_kernel(&ifn, sizeof(ifn), dev + VHT_DEV_NAME_OFF) != 0)
             return 0;
-        e->slot = vht_slot_by_name(&ifn);
+        e->slot = vht_slot_by_name(&ifn, vht_dev_netns(dev));
         e->ifindex = ifindex;
         e->gen = *gen;
         e->dev = (u64)dev;

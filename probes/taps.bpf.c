@@ -1,14 +1,15 @@
-/* The watched taps by name and their drops, for both net variants (net.bpf.c, net_counters.bpf.c): `taps`
- * holds every watched name (the truth), `tap_dir` the same direct-mapped by a multiplicative hash of the name's two
- * NUL-padded little-endian words, so a hit costs an inlined array read instead of a ~50 ns hash lookup on the
- * 16-byte key. Two watched names in one entry mark it VHT_TAP_SHARED: then the hash answers. */
+/* The watched taps and their drops, for both net variants (net.bpf.c, net_counters.bpf.c): `taps` holds
+ * every watched (name, netns inode) (the truth), `tap_dir` the same direct-mapped by a multiplicative hash of
+ * the name's two NUL-padded little-endian words, so a hit costs an inlined array read instead of a ~50 ns hash
+ * lookup on the 24-byte key. Two watched taps in one entry (colliding names, or one name in several netns)
+ * mark it VHT_TAP_SHARED: then the hash answers. The tracepoint variant passes inum 0 (it has no netns). */
 
-BPF_HASH(taps, struct vht_ifname, u32, VHT_MAX_TAPS); /* name → tap slot: every watched tap */
+BPF_HASH(taps, struct vht_tap_key, u32, VHT_MAX_TAPS); /* (name, netns inode) → tap slot: every watched tap */
 BPF_ARRAY(tap_dir, struct vht_tap_ent, VHT_TAP_DIR);    /* the same, direct-mapped by the name's hash */
 BPF_HASH(drops, struct vht_drop_key, u64, VHT_HASH_ENTRIES); /* (slot, direction, reason) → kfree_skb count */
 
-/* The watched-tap slot of `ifn` (a name already NUL-padded to 16 bytes), or VHT_NOSLOT. */
-static __always_inline u32 vht_tap_lookup(struct vht_ifname *ifn)
+/* The watched-tap slot of `ifn` (a name already NUL-padded to 16 bytes) in netns `inum`, or VHT_NOSLOT. */
+static __always_inline u32 vht_tap_lookup(struct vht_ifname *ifn, u32 inum)
 {
     u64 *w = (u64 *)ifn->name;
     u32 idx = (u32)(((w[0] ^ (w[1] * VHT_TAP_K1)) * VHT_TAP_K2) >> (64 - VHT_TAP_DIR_BITS));
@@ -16,8 +17,10 @@ static __always_inline u32 vht_tap_lookup(struct vht_ifname *ifn)
     if (!e || !e->flags)
         return VHT_NOSLOT;
     if (!(e->flags & VHT_TAP_SHARED))
-        return (e->n0 == w[0] && e->n1 == w[1]) ? e->slot : VHT_NOSLOT;
-    u32 *slot = taps.lookup(ifn);
+        return (e->n0 == w[0] && e->n1 == w[1] && e->inum == inum) ? e->slot : VHT_NOSLOT;
+    struct vht_tap_key key = {.inum = inum};
+    __builtin_memcpy(key.name, ifn->name, sizeof(key.name));
+    u32 *slot = taps.lookup(&key);
     return slot ? *slot : VHT_NOSLOT;
 }
 

@@ -52,8 +52,9 @@
 #define VHT_DEV_CACHE_BITS 10 /* dev_cache: 2^10 net_device addresses (counters variant) */
 #define VHT_DEV_CACHE (1u << VHT_DEV_CACHE_BITS)
 #define VHT_TAP_VALID 1u    /* tap_dir entry holds one tap name */
-#define VHT_TAP_SHARED 2u   /* two watched names hash to this entry: look the name up in `taps` */
-/* The tap_dir index: a multiplicative hash of the NUL-padded name read as two little-endian u64 words;
+#define VHT_TAP_SHARED 2u   /* two watched taps hash to this entry: look (name, inum) up in `taps` */
+/* The tap_dir index: a multiplicative hash of the NUL-padded name read as two little-endian u64 words (the
+ * name only: same-named taps of several netns share an entry, so they are told apart in `taps`);
  * vhtune/probes/layouts.py:tap_dir_index computes the same. */
 #define VHT_TAP_K1 0x9E3779B97F4A7C15ULL
 #define VHT_TAP_K2 0xFF51AFD7ED558CCDULL
@@ -127,11 +128,23 @@ struct vht_ifname {
     char name[16]; /* IFNAMSIZ, NUL-padded: the key user space writes */
 };
 
-struct vht_tap_ent { /* tap_dir entry: a watched tap name (two NUL-padded words) and its slot */
+/* A watched tap: its name and the inode of its network namespace (struct net .ns.inum, the number in
+ * /proc/PID/ns/net's "net:[N]"). One netns per VM (Kata Containers) gives several taps of one name; the
+ * counters variant tells them apart by inum (read from the device on a dev_cache miss). The tracepoint
+ * variant sees only the name: there user space writes inum 0 and watches one tap per name. */
+struct vht_tap_key {
+    char name[16];
+    u32 inum;
+    u32 pad;
+};
+
+struct vht_tap_ent { /* tap_dir entry: a watched tap (name as two NUL-padded words, netns inode), its slot */
     u64 n0;
     u64 n1;
     u32 slot;
     u32 flags; /* VHT_TAP_VALID, VHT_TAP_SHARED; 0 = empty */
+    u32 inum;  /* netns inode; 0 in the tracepoint variant */
+    u32 pad;
 };
 
 struct vht_tap_stats { /* per-CPU array, indexed by tap slot; cumulative */

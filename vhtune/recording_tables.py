@@ -101,6 +101,12 @@ TAP_DROPS = register(
         "kfree_skb of skbs last seen on a target tap, by direction and the running kernel's drop reason",
         (
             TS,
+            Column(
+                "netns",
+                "string",
+                "network namespace of the tap, as in taps.netns (schema 1.1; read from taps for older recordings)",
+                fill="",
+            ),
             Column("ifname", "string", "tap name"),
             Column("direction", "string", "rx / tx"),
             Column("reason", "int64", "enum skb_drop_reason value of the running kernel"),

@@ -2,14 +2,15 @@
 
 A recording's manifest names ``SCHEMA_VERSION``; readers refuse a major version they do not know. Each table
 is a ``TableSchema``: its Parquet chunks and its pandas frame carry exactly these columns, in this order.
-Bump ``SCHEMA_VERSION`` (major) when a column changes meaning or type, (minor) when one is added.
+Bump ``SCHEMA_VERSION`` (major) when a column changes meaning or type, (minor) when one is added; an added
+column gets a ``fill`` so that readers still load chunks written before it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: tap_drops.netns
 MANIFEST_NAME = "manifest.json"
 RECORDING_FORMAT = "vhtune-recording"
 
@@ -20,6 +21,9 @@ class Column:
     dtype: str  # pandas dtype string: "int64", "uint64", "float64", "string", "bool", "datetime64[ns]"
     doc: str
     unit: str = ""
+    # A column added in a minor version: chunks written before it lack it and read with this value (None:
+    # the column was always there, and a chunk without it is damaged).
+    fill: object = None
 
 
 @dataclass(frozen=True)

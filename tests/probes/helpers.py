@@ -38,6 +38,11 @@ class NetnsTap:
     name: str
     fd: int
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """How the recorder keys it: (netns, name)."""
+        return (self.ns, self.name)
+
     def exec_argv(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns, *argv]
 

@@ -81,7 +81,7 @@ def test_rx_packets_and_bytes_match_the_tap_counters(maps: ProbeMaps) -> None:
         time.sleep(0.2)  # netif_rx backlog is processed in softirq, right after the writes
         d = maps.read()
         after = tap.stats()
-    got = d.taps[tap.name]
+    got = d.taps[tap.key]
     k_pkts = after["rx_packets"] - before["rx_packets"]
     k_bytes = after["rx_bytes"] - before["rx_bytes"]
     assert (k_pkts, k_bytes) == (3000, 300_000)
@@ -104,7 +104,7 @@ def test_tx_packets_match_the_tap_counters(maps: ProbeMaps) -> None:
         read = tap.drain()
         d = maps.read()
         after = tap.stats()
-    got = d.taps[tap.name]
+    got = d.taps[tap.key]
     k_pkts = after["tx_packets"] - before["tx_packets"]
     assert read == k_pkts == 2000
     assert got["tx_packets"] == pytest.approx(k_pkts, rel=0.05)
@@ -140,8 +140,8 @@ def test_other_devices_are_not_counted(maps: ProbeMaps) -> None:
             os.write(other.fd, eth_frame(100))
         time.sleep(0.1)
         d = maps.read()
-    assert d.taps[tap.name]["rx_packets"] == 0
-    assert other.name not in d.taps
+    assert d.taps[tap.key]["rx_packets"] == 0
+    assert other.key not in d.taps
     assert not d.drops, d.drops  # the other tap's 200 dropped frames are not charged to anyone we watch
 
 
@@ -172,7 +172,7 @@ def test_taps_sharing_a_direct_entry_are_told_apart(maps: ProbeMaps) -> None:
                 os.write(tap.fd, eth_frame(100))
         time.sleep(0.2)
         d = maps.read()
-        assert (d.taps[a.name]["rx_packets"], d.taps[b.name]["rx_packets"]) == (300, 200)
+        assert (d.taps[a.key]["rx_packets"], d.taps[b.key]["rx_packets"]) == (300, 200)
         # The drops are attributed through the shared entry too (the counters variant names taps only there).
         per_tap = {n: sum(x["count"] for x in d.drops if x["ifname"] == n) for n in (a.name, b.name)}
         assert per_tap == {a.name: 300, b.name: 200}
@@ -184,5 +184,36 @@ def test_taps_sharing_a_direct_entry_are_told_apart(maps: ProbeMaps) -> None:
                 os.write(tap.fd, eth_frame(100))
         time.sleep(0.2)
         d = maps.read()
-    assert d.taps == {b.name: d.taps[b.name]} and d.taps[b.name]["rx_packets"] == 50
+    assert d.taps == {b.key: d.taps[b.key]} and d.taps[b.key]["rx_packets"] == 50
     assert {x["ifname"] for x in d.drops} <= {b.name} and sum(x["count"] for x in d.drops) == 50
+
+
+def test_same_named_taps_in_two_netns_are_two_targets(maps: ProbeMaps) -> None:
+    """One netns per VM (Kata): a tap of one name in each. Frames written into one only (the stack drops them:
+    a drop per frame). The counters variant keeps two rows, the packets and drops on the right netns only;
+    the tracepoint variant, which sees names only, watches one of them and says so instead of merging."""
+    name = f"vhrsame{os.getpid()}"[:15]
+    with netns_tap(name=name, addr=None) as a, netns_tap(name=name, addr=None) as b:
+        ts = TargetSet()
+        ts.add_tap(TapTarget(a.name, None, a.ns))
+        ts.add_tap(TapTarget(b.name, None, b.ns))
+        assert len(ts.taps) == 2
+        ch = maps.apply(ts)
+        maps.read()
+        for _ in range(300):
+            os.write(a.fd, eth_frame(100))
+        time.sleep(0.2)
+        d = maps.read()
+        truth = a.stats()["rx_packets"], b.stats()["rx_packets"]
+    assert truth == (300, 0)
+    if _counters(maps):
+        assert not ch.skipped and not maps.tap_warnings
+        assert set(d.taps) == {a.key, b.key}
+        assert (d.taps[a.key]["rx_packets"], d.taps[b.key]["rx_packets"]) == (300, 0)
+        per_ns = {ns: sum(x["count"] for x in d.drops if x["netns"] == ns) for ns in (a.ns, b.ns)}
+        assert per_ns == {a.ns: 300, b.ns: 0}
+        assert {x["ifname"] for x in d.drops} == {name}
+    else:
+        assert len(d.taps) == 1 and len(ch.skipped) == 1 and "by name only" in ch.skipped[0]
+        (warning,) = maps.tap_warnings
+        assert name in warning and a.ns in warning and b.ns in warning and "by name only" in warning

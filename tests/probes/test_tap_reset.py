@@ -18,11 +18,11 @@ def test_recreated_tap_counts_from_zero() -> None:
     pm = object.__new__(ProbeMaps)  # only what _read_taps uses: no kernel needed
     pm._tap_counters = True
     pm.tap_slots = SlotTable(4, "tap")
-    pm.tap_slots.take("vnet0")
-    pm._last_taps = {"vnet0": [1000, 100000, 500, 50000, 0, 500]}  # the old tap's totals
+    pm.tap_slots.take(("root", "vnet0"))
+    pm._last_taps = {("root", "vnet0"): [1000, 100000, 500, 50000, 0, 500]}  # the old tap's totals
     pm._t = lambda name: _Empty()  # type: ignore[method-assign]
     new = [30, 3000, 20, 2000, 0, 20]  # the new vnet0's own counters
-    pm._tap_counter_values = lambda names: {"vnet0": new}  # type: ignore[method-assign]
+    pm._tap_counter_values = lambda keys: {("root", "vnet0"): new}  # type: ignore[method-assign]
     d = Deltas()
     pm._read_taps(d)
-    assert d.taps["vnet0"] == dict(zip(TAP_FIELDS, new, strict=True))
+    assert d.taps[("root", "vnet0")] == dict(zip(TAP_FIELDS, new, strict=True))

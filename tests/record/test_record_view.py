@@ -35,7 +35,7 @@ def test_live_view_shows_top_threads_taps_and_lost_events() -> None:
                 "wakeups": 40,
             },
         ],
-        "taps": [{"ifname": "vhltp1x0", "rx_pps": 123456.0, "tx_pps": 0.0, "drops": 7}],
+        "taps": [{"ifname": "vhltp1x0", "netns": "root", "rx_pps": 123456.0, "tx_pps": 0.0, "drops": 7}],
         "queues": [{"pid": 10, "fd": 12, "role": "call", "queue": 1, "writes": 500, "reads": 0}],
     }
     text = _render(_view(IntervalView(3, 3.0, rows, 2, ts), None))
@@ -45,6 +45,19 @@ def test_live_view_shows_top_threads_taps_and_lost_events() -> None:
     assert q1 < idle and "97.5" in lines[q1] and "2.1 ms" in lines[q1]
     assert "123456" in text and "call" in text and "lost events 2" in text
     assert "guest-a" in next(ln for ln in lines if "vhltp1x0" in ln)
+
+
+def test_live_view_names_the_netns_of_same_named_taps_and_says_when_they_merge() -> None:
+    ts = TargetSet()
+    ts.add_tap(TapTarget("tap0_kata", netns="kata-a", vm="vm-a"))
+    ts.add_tap(TapTarget("tap0_kata", netns="kata-b", vm="vm-b"))
+    row = {"ifname": "tap0_kata", "rx_pps": 0.0, "tx_pps": 0.0, "drops": 0}
+    rows = {"taps": [{**row, "netns": "kata-a", "rx_pps": 5.0}, {**row, "netns": "kata-b"}]}
+    warning = "taps named tap0_kata live in netns kata-a, kata-b: the tracepoint net variant matches by name only"
+    lines = _render(_view(IntervalView(1, 1.0, rows, 0, ts, [warning]), None)).splitlines()
+    assert "kata-a" in next(ln for ln in lines if "vm-a" in ln)
+    assert "kata-b" in next(ln for ln in lines if "vm-b" in ln)
+    assert any("by name only" in ln for ln in lines)
 
 
 def test_summary_and_units(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from vhtune.discover.model import (
     ROLE_BACKEND,
     ROLE_FRONTEND,
@@ -17,6 +19,7 @@ from vhtune.discover.model import (
     ThreadInfo,
     VMInfo,
 )
+from vhtune.errors import UsageError
 from vhtune.probes.targets import FdTarget, TargetSet
 from vhtune.record.backend_ctl import propagate_roles
 from vhtune.record.select import Selection, build, proc_eventfds, proc_threads
@@ -44,8 +47,9 @@ def test_default_is_the_data_path_and_all_adds_vmm_threads() -> None:
     ts = build(_snap(), Selection())
     assert set(ts.threads) == {101, 201}
     assert ts.threads[101].role == ROLE_VCPU and ts.threads[201].comm == "rte-worker-1"
-    assert set(ts.taps) == {"tap0", "tapX"}
-    assert ts.taps["tap0"].vm == "pid 100" and ts.taps["tapX"].vm is None  # held by the VM / by someone else
+    assert set(ts.taps) == {("root", "tap0"), ("ns1", "tapX")}
+    # held by the VM / by someone else
+    assert ts.taps[("root", "tap0")].vm == "pid 100" and ts.taps[("ns1", "tapX")].vm is None
     assert set(ts.fds) == {(100, 20), (200, 30)}  # not bash's eventfd
     assert set(build(_snap(), Selection(all=True)).threads) == {100, 101, 201}
 
@@ -71,7 +75,7 @@ def test_pid_selection_reads_proc_and_keeps_discovered_roles() -> None:
     me = os.getpid()
     ts = build(_snap(), Selection(pids=(me,), taps=("tapZ",)))
     assert set(ts.threads) == {tid for tid, _ in proc_threads(me)} and me in ts.threads
-    assert set(ts.taps) == {"tapZ"}
+    assert set(ts.taps) == {("?", "tapZ")}  # not discovered: looked for where vhtune runs
     efd = os.eventfd(0)
     try:
         assert efd in dict(proc_eventfds(me))
@@ -97,3 +101,45 @@ def test_extra_targets_win_over_discovered_roles() -> None:
     ts = build(_snap(), Selection(extra=lambda: extra))
     assert ts.fds[(200, 30)].role == "call"
     assert ts.fds[(100, 20)].role == "call"  # same eventfd-id 5
+
+
+def _kata_snap() -> Snapshot:
+    """One VM per netns (Kata Containers): a tap named tap0_kata in each, plus one elsewhere by another name."""
+    return Snapshot(
+        taken_at=0.0,
+        hostname="h",
+        kernel="6.18",
+        taps=[
+            TapInfo("tap0_kata", 5, "kata-a", owner_pids=(100,)),
+            TapInfo("tap0_kata", 5, "kata-b", owner_pids=(200,)),
+            TapInfo("vnet0", 9, "root", owner_pids=(300,)),
+        ],
+    )
+
+
+def test_same_named_taps_in_two_netns_are_two_targets() -> None:
+    ts = build(_kata_snap(), Selection())
+    assert set(ts.taps) == {("kata-a", "tap0_kata"), ("kata-b", "tap0_kata"), ("root", "vnet0")}
+    assert ts.taps[("kata-b", "tap0_kata")].netns == "kata-b"
+    ts = build(_kata_snap(), Selection(pids=(200,)))  # the taps a process holds: only its own netns's
+    assert set(ts.taps) == {("kata-b", "tap0_kata")}
+
+
+def test_tap_by_bare_name_takes_every_netns_and_netns_slash_name_one() -> None:
+    snap = _kata_snap()
+    assert set(build(snap, Selection(pids=(300,), taps=("tap0_kata",))).taps) == {
+        ("root", "vnet0"),
+        ("kata-a", "tap0_kata"),
+        ("kata-b", "tap0_kata"),
+    }
+    assert set(build(snap, Selection(pids=(300,), taps=("kata-a/tap0_kata",))).taps) == {
+        ("root", "vnet0"),
+        ("kata-a", "tap0_kata"),
+    }
+    # not discovered (nobody holds it): looked for in the netns given, else where vhtune runs
+    assert set(build(snap, Selection(pids=(300,), taps=("x/tap9", "tap8"))).taps) >= {("x", "tap9"), ("?", "tap8")}
+
+
+def test_a_malformed_tap_spec_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="NETNS/NAME"):
+        build(_kata_snap(), Selection(taps=("ns1/",)))

@@ -160,3 +160,35 @@ def test_a_chunk_renamed_into_place_is_never_written_twice(tmp_path: Path, monke
     df = read_table(tmp_path / "rec", "threads")
     assert df["wakeups"].tolist() == [0, 1, 2, 3, 4]
     assert read_manifest(tmp_path / "rec")["rows"]["threads"] == 5
+
+
+def _tap_row(ifname: str, netns: str) -> dict[str, object]:
+    return {
+        "ts": pd.Timestamp("2026-01-01", tz="UTC"),
+        "interval_s": 1.0,
+        "ifname": ifname,
+        "netns": netns,
+        **dict.fromkeys(("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "tx_errors", "tx_queued", "drops"), 1),
+        "rx_pps": 1.0,
+        "tx_pps": 1.0,
+    }
+
+
+def test_tap_drops_written_before_schema_1_1_read_with_the_netns_of_their_tap(tmp_path: Path) -> None:
+    """Schema 1.0 keyed tap drops by name only (no netns column). Such a chunk still loads: each drop gets the
+    netns its name had in the taps table when that was one, else "?"."""
+    import pyarrow.parquet as pq
+
+    rec = tmp_path / "rec"
+    w = RecordingWriter(rec, {})
+    w.add("taps", [_tap_row("vnet0", "ns1"), _tap_row("tap0", "ns1"), _tap_row("tap0", "ns2")])
+    drop = {"ts": pd.Timestamp("2026-01-01", tz="UTC"), "direction": "tx", "reason": 7, "reason_name": "FULL_RING"}
+    w.add("tap_drops", [{**drop, "netns": "x", "ifname": n, "count": 3} for n in ("vnet0", "tap0", "gone0")])
+    w.close("duration")
+    (chunk,) = chunk_files(rec, "tap_drops")
+    pq.write_table(pq.read_table(chunk).drop(["netns"]), chunk)  # as a 1.0 recorder wrote it
+    m = json.loads((rec / MANIFEST_NAME).read_text())
+    (rec / MANIFEST_NAME).write_text(json.dumps({**m, "schema_version": "1.0"}))
+    df = read_table(rec, "tap_drops")
+    assert list(df.columns) == TABLES["tap_drops"].names
+    assert list(zip(df["ifname"], df["netns"], strict=True)) == [("vnet0", "ns1"), ("tap0", "?"), ("gone0", "?")]

@@ -352,6 +352,7 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
     out["tap_drops"] = pd.DataFrame(
         {
             "ts": T[dm],
+            "netns": "root",
             "ifname": np.array([v.tap for v in vms])[vi][dm],
             "direction": "tx",
             "reason": FULL_RING,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Group
@@ -29,14 +30,23 @@ def _view(iv: IntervalView, progress: Progress | None) -> Group:
     taps = iv.rows.get("taps", [])
     if taps:
 
-        def vm(name: str) -> str:
-            t = iv.targets.taps.get(name)
+        def vm(r: dict[str, Any]) -> str:
+            t = iv.targets.taps.get((r.get("netns", "?"), r["ifname"]))
             return escape(t.vm) if t is not None and t.vm else "-"
 
         tap_rows = [
-            (r["ifname"], vm(r["ifname"]), f"{r['rx_pps']:.0f}", f"{r['tx_pps']:.0f}", r["drops"]) for r in taps
+            (
+                r["ifname"],
+                escape(str(r.get("netns", "?"))),
+                vm(r),
+                f"{r['rx_pps']:.0f}",
+                f"{r['tx_pps']:.0f}",
+                r["drops"],
+            )
+            for r in taps
         ]
-        parts.append(table("taps (rx = from the VM)", ["tap", "VM", "rx pps", "tx pps", "drops"], tap_rows))
+        parts.append(table("taps (rx = from the VM)", ["tap", "netns", "VM", "rx pps", "tx pps", "drops"], tap_rows))
+        parts.extend(f"[yellow]{escape(w)}[/yellow]" for w in iv.warnings)
     queues = [r for r in iv.rows.get("queues", []) if r["writes"] or r["reads"]]
     if queues:
         q_rows = [(r["pid"], r["fd"], r["role"], r["queue"], r["writes"], r["reads"]) for r in queues[:10]]
@@ -74,19 +84,36 @@ def _print_summary(s: Summary) -> None:
     ]
     if rows:
         con.print(table("threads", ["thread", "tid", "role", "cpu % (avg)", "runq p99 (max)"], rows))
+    for w in s.warnings:
+        con.print(f"[yellow]warning: {escape(w)}[/yellow]")
     if s.taps:
         tap_rows = [
-            (t["ifname"], f"{t['rx_pps']:.0f}", f"{t['tx_pps']:.0f}", t["rx_packets"], t["tx_packets"], t["drops"])
+            (
+                t["ifname"],
+                escape(str(t.get("netns", "?"))),
+                f"{t['rx_pps']:.0f}",
+                f"{t['tx_pps']:.0f}",
+                t["rx_packets"],
+                t["tx_packets"],
+                t["drops"],
+            )
             for t in s.taps
         ]
-        con.print(table("taps", ["tap", "rx pps", "tx pps", "rx pkts", "tx pkts", "drops"], tap_rows))
+        con.print(table("taps", ["tap", "netns", "rx pps", "tx pps", "rx pkts", "tx pkts", "drops"], tap_rows))
 
 
 @cli.command("record")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="recording directory")
 @click.option("-p", "--pid", "pids", multiple=True, type=click.IntRange(min=1), help="watch this process (repeat)")
 @click.option("--all", "all_", is_flag=True, help="every thread of discovered VMs and back-ends")
-@click.option("--tap", "taps", multiple=True, help="also watch this tap by name (repeat)")
+@click.option(
+    "--tap",
+    "taps",
+    multiple=True,
+    help="also watch this tap (repeat): NAME takes every tap of that name, in whichever network namespaces it "
+    "lives (one VM per netns gives several); NETNS/NAME only the one in that netns (root, a /run/netns name "
+    "or net:[inode])",
+)
 @click.option("--control", "controls", multiple=True, help="a vhtune back-end's control socket (repeat)")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="stop after S seconds")
 @click.option("--interval", default=1.0, show_default=True, type=float, help="seconds per interval")

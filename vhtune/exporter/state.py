@@ -118,11 +118,16 @@ class ExporterState:
                 self._add("vhtune_tap_bytes_total", (*base, ("direction", d)), r[f"{d}_bytes"])
             self._add("vhtune_tap_drops_total", base, r["drops"])
         for r in drops:
-            lab = _labels(tap=r["ifname"], direction=r["direction"], reason=r["reason_name"])
+            lab = _labels(tap=r["ifname"], netns=r.get("netns", "?"), direction=r["direction"], reason=r["reason_name"])
             self._add("vhtune_tap_drops_by_reason_total", lab, r["count"])
 
-    def forget(self, pids: set[int] | None = None, tids: set[int] | None = None, taps: set[str] | None = None) -> None:
-        """Drop the series of targets the recorder let go."""
+    def forget(
+        self,
+        pids: set[int] | None = None,
+        tids: set[int] | None = None,
+        taps: set[str] | set[tuple[str, str]] | None = None,
+    ) -> None:
+        """Drop the series of targets the recorder let go; taps as (netns, name), or a bare name for every netns."""
         pids, tids, taps = pids or set(), tids or set(), taps or set()
 
         def gone(lab: Labels) -> bool:
@@ -130,7 +135,7 @@ class ExporterState:
             return (
                 ("tid" in d and int(d["tid"]) in tids)
                 or ("pid" in d and int(d["pid"]) in pids)
-                or ("tap" in d and d["tap"] in taps)
+                or ("tap" in d and (d["tap"] in taps or (d.get("netns"), d["tap"]) in taps))
             )
 
         with self.lock:

@@ -111,7 +111,20 @@ class FdKey(ct.Structure):
 
 
 class TapEnt(ct.Structure):
-    _fields_ = [("n0", ct.c_uint64), ("n1", ct.c_uint64), ("slot", ct.c_uint32), ("flags", ct.c_uint32)]
+    _fields_ = [
+        ("n0", ct.c_uint64),
+        ("n1", ct.c_uint64),
+        ("slot", ct.c_uint32),
+        ("flags", ct.c_uint32),
+        ("inum", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class TapKey(ct.Structure):
+    """struct vht_tap_key: a watched tap's name and its netns inode (0 in the tracepoint variant)."""
+
+    _fields_ = [("name", ct.c_char * 16), ("inum", ct.c_uint32), ("pad", ct.c_uint32)]
 
 
 class DevEnt(ct.Structure):
@@ -176,7 +189,7 @@ MAPS: dict[str, tuple[Any, Any]] = {
     "runq_hist": (ct.c_uint32, Hist),
     "cpu_wait": (ct.c_uint32, CpuWait),
     "competitors": (CompKey, CompVal),
-    "taps": (IfName, ct.c_uint32),
+    "taps": (TapKey, ct.c_uint32),
     "tap_stats": (ct.c_uint32, TapStats),
     "skb_owner": (ct.c_uint32, SkbOwner),
     "drops": (DropKey, ct.c_uint64),
@@ -217,6 +230,10 @@ def ifname_key(name: str) -> IfName:
     if not raw or len(raw) > 15:
         raise ProbeError(f"interface name {name!r} does not fit IFNAMSIZ", hint="use at most 15 characters")
     return IfName(raw)
+
+
+def tap_key(name: str, inum: int) -> TapKey:
+    return TapKey(bytes(ifname_key(name)), inum, 0)
 
 
 def tap_name_words(name: str) -> tuple[int, int]:

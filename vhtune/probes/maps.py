@@ -19,7 +19,8 @@ from vhtune.counters import counter_deltas
 from vhtune.errors import ProbeError
 from vhtune.probes import layouts as L
 from vhtune.probes.loader import Probes
-from vhtune.probes.targets import ROLE_KICK, FdTarget, TapTarget, TargetSet, ThreadTarget
+from vhtune.probes.netdev import netns_inode, read_counters
+from vhtune.probes.targets import ROLE_KICK, FdTarget, TapKey, TapTarget, TargetSet, ThreadTarget
 
 THREAD_FIELDS = [f[0] for f in L.ThreadStats._fields_]
 TAP_FIELDS = [f[0] for f in L.TapStats._fields_]
@@ -97,7 +98,7 @@ class Deltas:
 
     threads: dict[int, dict[str, int]] = field(default_factory=dict)  # tid → THREAD_FIELDS
     hist: dict[int, list[int]] = field(default_factory=dict)  # tid → RUNQ_BUCKETS counts
-    taps: dict[str, dict[str, int]] = field(default_factory=dict)  # name → TAP_FIELDS
+    taps: dict[TapKey, dict[str, int]] = field(default_factory=dict)  # (netns, name) → TAP_FIELDS
     fds: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)  # (pid, fd) → NOTIFY_FIELDS
     competitors: list[dict[str, Any]] = field(default_factory=list)
     drops: list[dict[str, Any]] = field(default_factory=list)
@@ -133,10 +134,13 @@ class ProbeMaps:
         self.targets = TargetSet()
         self._last_threads: dict[int, list[int]] = {}
         self._last_hist: dict[int, list[int]] = {}
-        self._last_taps: dict[str, list[int]] = {}
+        self._last_taps: dict[TapKey, list[int]] = {}
         self._last_fds: dict[tuple[int, int], list[int]] = {}
         self._last_lost = [0] * len(L.LOST_NAMES)
-        self._tap_dir: dict[int, list[str]] = {}  # tap_dir index → watched names hashing there
+        self._tap_dir: dict[int, list[TapKey]] = {}  # tap_dir index → watched taps whose names hash there
+        self._tap_inum: dict[TapKey, int] = {}  # the netns inode each watched tap's `taps` key carries
+        # Lines for the manifest and the live view: watched taps the probes cannot tell apart (tracepoint variant).
+        self.tap_warnings: list[str] = []
         # Counters variant: packets/bytes come from the taps' own counters, only drops from a program.
         self._tap_counters = bool(cfg.net_offsets) and probes.has("net")
         # Continue from the map's value: a second ProbeMaps on the same probes must not reuse a generation
@@ -174,15 +178,16 @@ class ProbeMaps:
                     ch.added.append(f"thread {tid} ({t.comm}, {t.role})")
                 self.targets.threads[tid] = t
         if self.p.has("net"):
-            for name in [n for n in self.targets.taps if n not in want.taps]:
-                self._drop_tap(name)
-                ch.removed.append(f"tap {name}")
-            for name, tap in want.taps.items():
-                if name not in self.targets.taps:
-                    if not _try(ch, f"tap {name}", self._add_tap, tap):
+            for tkey in [k for k in self.targets.taps if k not in want.taps]:
+                self._drop_tap(tkey)
+                ch.removed.append(f"tap {tap_label(tkey)}")
+            for tkey, tap in sorted(want.taps.items()):
+                if tkey not in self.targets.taps:
+                    if not _try(ch, f"tap {tap_label(tkey)}", self._add_tap, tap):
                         continue
-                    ch.added.append(f"tap {name}")
-                self.targets.taps[name] = tap
+                    ch.added.append(f"tap {tap_label(tkey)}")
+                self.targets.taps[tkey] = tap
+            self.tap_warnings = self._name_clashes(want)
         if self.p.has("notify"):
             for key in [k for k in self.targets.fds if k not in want.fds]:
                 self._drop_fd(key)
@@ -232,50 +237,81 @@ class ProbeMaps:
         del self.targets.threads[tid]
 
     def _add_tap(self, t: TapTarget) -> None:
-        key = L.ifname_key(t.name)  # validates the name before a slot is taken
-        slot = ct.c_uint32(self.tap_slots.take(t.name))
-        self._t("taps")[key] = slot
+        key = t.key
+        if self._tap_counters:  # drops are matched on (name, netns inode): see probes/net_counters.bpf.c
+            inum = netns_inode(t.netns)
+            if inum is None:
+                raise ProbeError(f"the network namespace {t.netns} of tap {t.name} is gone")
+        else:  # the tracepoints name the device only: one watched tap per name
+            inum = 0
+            other = next((k for k in self._tap_inum if k[1] == t.name), None)
+            if other is not None:
+                raise ProbeError(
+                    f"the tracepoint net variant matches taps by name only and already watches {t.name} of "
+                    f"netns {other[0]}, whose row counts this one's packets and drops too"
+                )
+        bkey = L.tap_key(t.name, inum)  # validates the name before a slot is taken
+        slot = ct.c_uint32(self.tap_slots.take(key))
+        self._tap_inum[key] = inum
+        self._t("taps")[bkey] = slot
         idx = L.tap_dir_index(t.name)
-        self._tap_dir.setdefault(idx, []).append(t.name)
+        self._tap_dir.setdefault(idx, []).append(key)
         self._publish_tap_dir(idx)
         if self._tap_counters:
-            self.targets.taps[t.name] = t  # read_counters below needs its netns
-            self._last_taps[t.name] = self._tap_counter_values([t.name]).get(t.name, [0] * len(TAP_FIELDS))
+            self.targets.taps[key] = t  # read_counters below needs its netns
+            self._last_taps[key] = self._tap_counter_values([key]).get(key, [0] * len(TAP_FIELDS))
             self._bump_tap_gen()
             return
         stats = self._t("tap_stats")
         stats[slot] = stats.Leaf()
         self._filter("ifname_len_filter", len(t.name.encode()) + 1, +1)
-        self._last_taps[t.name] = [0] * len(TAP_FIELDS)
+        self._last_taps[key] = [0] * len(TAP_FIELDS)
 
-    def _drop_tap(self, name: str) -> None:
+    def _drop_tap(self, key: TapKey) -> None:
+        name = key[1]
         if not self._tap_counters:
             self._filter("ifname_len_filter", len(name.encode()) + 1, -1)
         idx = L.tap_dir_index(name)
-        self._tap_dir[idx].remove(name)
+        self._tap_dir[idx].remove(key)
         self._publish_tap_dir(idx)
-        del self._t("taps")[L.ifname_key(name)]
+        del self._t("taps")[L.tap_key(name, self._tap_inum.pop(key))]
         if self._tap_counters:
             self._bump_tap_gen()
-        self.tap_slots.release(name)
-        self._last_taps.pop(name, None)
-        del self.targets.taps[name]
+        self.tap_slots.release(key)
+        self._last_taps.pop(key, None)
+        del self.targets.taps[key]
+
+    def _name_clashes(self, want: TargetSet) -> list[str]:
+        """One line per tap name wanted in several netns when the probes match by name only."""
+        if self._tap_counters:
+            return []
+        by_name: dict[str, list[str]] = {}
+        for netns, name in sorted(want.taps):
+            by_name.setdefault(name, []).append(netns)
+        out = []
+        for name, spaces in by_name.items():
+            if len(spaces) > 1:
+                held = next((k[0] for k in self._tap_inum if k[1] == name), spaces[0])
+                out.append(
+                    f"taps named {name} live in netns {', '.join(spaces)}: the tracepoint net variant matches taps "
+                    f"by name only, so the row of netns {held} counts all of them and the others have no row "
+                    "(the counters variant, which needs /sys/kernel/btf/vmlinux, tells them apart)"
+                )
+        return out
 
     def _bump_tap_gen(self) -> None:
         """Invalidate the probe's per-device cache (dev_cache in probes/net_counters.bpf.c)."""
         self._tap_gen = (self._tap_gen + 1) & 0xFFFFFFFF
         self._t("tap_gen")[ct.c_uint32(0)] = ct.c_uint32(self._tap_gen)
 
-    def _tap_counter_values(self, names: list[str]) -> dict[str, list[int]]:
+    def _tap_counter_values(self, keys: list[TapKey]) -> dict[TapKey, list[int]]:
         """TAP_FIELDS from the taps' own counters (cumulative). tun counts tx_packets when its reader reads a
         frame (tun_put_user) and tx_dropped when the ring is full, so tx_queued = tx_packets + tx_dropped: every
         frame the stack handed to the tap. rx_bytes counts whole frames (netif_receive_skb's len lacks the
         14-byte Ethernet header the tracepoint variant sees)."""
-        from vhtune.probes.netdev import read_counters
-
         # A tap named with --tap that discovery did not find has netns "?": look for it where vhtune runs.
-        taps = [self.targets.taps[n] for n in names if n in self.targets.taps]
-        want = {("root" if t.netns == "?" else t.netns, t.name): t.name for t in taps}
+        taps = [self.targets.taps[k] for k in keys if k in self.targets.taps]
+        want = {("root" if t.netns == "?" else t.netns, t.name): t.key for t in taps}
         got = read_counters(want)
         return {
             want[k]: [c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.tx_errors, c.tx_packets + c.tx_dropped]
@@ -283,15 +319,17 @@ class ProbeMaps:
         }
 
     def _publish_tap_dir(self, idx: int) -> None:
-        """One name at ``idx``: the probe compares it in place; several: it asks the `taps` hash."""
-        names = self._tap_dir.get(idx) or []
-        if not names:
+        """One tap at ``idx``: the probe compares its name and netns inode in place; several (names that collide,
+        or one name in several netns): it asks the `taps` hash."""
+        keys = self._tap_dir.get(idx) or []
+        if not keys:
             self._tap_dir.pop(idx, None)
-            ent = L.TapEnt(0, 0, 0, 0)
-        elif len(names) == 1:
-            ent = L.TapEnt(*L.tap_name_words(names[0]), self.tap_slots.slots[names[0]], L.TAP_VALID)
+            ent = L.TapEnt(0, 0, 0, 0, 0, 0)
+        elif len(keys) == 1:
+            k = keys[0]
+            ent = L.TapEnt(*L.tap_name_words(k[1]), self.tap_slots.slots[k], L.TAP_VALID, self._tap_inum[k], 0)
         else:
-            ent = L.TapEnt(0, 0, 0, L.TAP_VALID | L.TAP_SHARED)
+            ent = L.TapEnt(0, 0, 0, L.TAP_VALID | L.TAP_SHARED, 0, 0)
         self._t("tap_dir")[ct.c_uint32(idx)] = ent
 
     def _add_fd(self, f: FdTarget) -> None:
@@ -394,19 +432,25 @@ class ProbeMaps:
         else:
             stats = self._t("tap_stats")
             now = {n: _sum_struct(stats[ct.c_uint32(s)], TAP_FIELDS) for n, s in self.tap_slots.slots.items()}
-        for name in self.tap_slots.slots:
-            last = self._last_taps[name]
-            cur = now.get(name, last)  # a tap gone from its netns counts nothing until it is let go
+        for key in self.tap_slots.slots:
+            last = self._last_taps[key]
+            cur = now.get(key, last)  # a tap gone from its netns counts nothing until it is let go
             cur_d, last_d = dict(zip(TAP_FIELDS, cur, strict=True)), dict(zip(TAP_FIELDS, last, strict=True))
-            d.taps[name] = counter_deltas(cur_d, last_d)
-            self._last_taps[name] = cur
-        by_slot = {s: n for n, s in self.tap_slots.slots.items()}
+            d.taps[key] = counter_deltas(cur_d, last_d)
+            self._last_taps[key] = cur
+        by_slot = {s: k for k, s in self.tap_slots.slots.items()}
         for k, v in _read_and_clear(self._t("drops")):
-            name = by_slot.get(k.slot)
-            if name is None:
+            key = by_slot.get(k.slot)
+            if key is None:
                 continue  # the tap was let go since the drop; its counters went with it
             d.drops.append(
-                {"ifname": name, "direction": L.DIRECTIONS.get(k.dir, "?"), "reason": k.reason, "count": _num(v)}
+                {
+                    "netns": key[0],
+                    "ifname": key[1],
+                    "direction": L.DIRECTIONS.get(k.dir, "?"),
+                    "reason": k.reason,
+                    "count": _num(v),
+                }
             )
 
     def _read_fds(self, d: Deltas) -> None:
@@ -445,6 +489,11 @@ class ProbeMaps:
                     "wait_ns": v.wait_ns,
                 }
             )
+
+
+def tap_label(key: TapKey) -> str:
+    """A tap in the manifest's changes: its name, and its netns unless that is vhtune's own."""
+    return key[1] if key[0] == "root" else f"{key[1]} (netns {key[0]})"
 
 
 def _try(ch: Changes, what: str, add: Any, target: Any) -> bool:

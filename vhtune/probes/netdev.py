@@ -102,6 +102,24 @@ def _ns_path(netns: str) -> str | None:
     return f"/run/netns/{netns}"
 
 
+def netns_inode(netns: str) -> int | None:
+    """The nsfs inode of a netns label ("root", a /run/netns name, "net:[inode]"; "?" is taken as "root", where
+    a tap nobody was seen holding is looked for): the number the kernel keeps in struct net .ns.inum. None
+    when the netns is gone or the label names none."""
+    if netns.startswith("net:[") and netns.endswith("]"):
+        try:
+            return int(netns[5:-1])
+        except ValueError:
+            return None
+    path = _ns_path(ROOT if netns == "?" else netns)
+    if path is None:
+        return None
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 def _setns(fd: int, path: str) -> bool:
     """Join the netns open at ``fd``; False when the file is not (any more) a netns."""
     if _libc.setns(fd, CLONE_NEWNET) == 0:

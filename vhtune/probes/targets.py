@@ -1,4 +1,4 @@
-"""What the probes watch: threads by tid, taps by name, eventfds by (pid, fd). Built by the recorder from
+"""What the probes watch: threads by tid, taps by (netns, name), eventfds by (pid, fd). Built by the recorder from
 discovery and the command line; handed to ``ProbeMaps.apply`` which writes the BPF maps."""
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ class ThreadTarget:
     role: str
 
 
+TapKey = tuple[str, str]  # (netns label, ifname)
+
+
 @dataclass(frozen=True)
 class TapTarget:
     name: str
     ifindex: int | None = None
-    netns: str = "root"
+    netns: str = "root"  # discovery's label: "root", the /run/netns name, "net:[inode]"; "?" when not found
     vm: str | None = None  # the VM holding it (name, else "pid N"), for people reading the live view
+
+    @property
+    def key(self) -> TapKey:
+        """(netns, name): one network namespace per VM (Kata) gives several taps of one name."""
+        return (self.netns, self.name)
 
 
 @dataclass(frozen=True)
@@ -38,14 +46,14 @@ class FdTarget:
 @dataclass
 class TargetSet:
     threads: dict[int, ThreadTarget] = field(default_factory=dict)  # by tid
-    taps: dict[str, TapTarget] = field(default_factory=dict)  # by name
+    taps: dict[TapKey, TapTarget] = field(default_factory=dict)  # by (netns, name)
     fds: dict[tuple[int, int], FdTarget] = field(default_factory=dict)  # by (pid, fd)
 
     def add_thread(self, t: ThreadTarget) -> None:
         self.threads[t.tid] = t
 
     def add_tap(self, t: TapTarget) -> None:
-        self.taps[t.name] = t
+        self.taps[t.key] = t
 
     def add_fd(self, t: FdTarget) -> None:
         self.fds[(t.pid, t.fd)] = t

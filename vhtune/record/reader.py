@@ -87,6 +87,9 @@ def read_chunks(schema: TableSchema, files: list[Path]) -> pd.DataFrame:
             part = pq.read_table(path).to_pandas()
         except Exception as exc:  # pyarrow raises several types for damaged files
             raise RecordingError(f"chunk {path} is unreadable ({exc})", hint=SPOILED) from None
+        for col in schema.columns:  # added in a later minor version than the chunk's
+            if col.fill is not None and col.name not in part.columns:
+                part[col.name] = col.fill
         missing = [c for c in schema.names if c not in part.columns]
         if missing:
             raise RecordingError(f"chunk {path} lacks columns {missing} of table {schema.name}", hint=SPOILED)
@@ -118,12 +121,25 @@ def read_chunks(schema: TableSchema, files: list[Path]) -> pd.DataFrame:
         ) from None
 
 
+def _fill_drop_netns(directory: Path | str, drops: pd.DataFrame) -> pd.DataFrame:
+    """A recording before schema 1.1 keyed tap drops by name only: give each the netns its name had in the
+    taps table when that was one netns, else "?" (those recorders watched one tap per name)."""
+    taps = read_chunks(TABLES["taps"], chunk_files(directory, "taps"))
+    spaces = taps.groupby("ifname")["netns"].unique() if len(taps) else pd.Series(dtype=object)
+    one = {str(n): str(v[0]) for n, v in spaces.items() if len(v) == 1}
+    old = drops["netns"] == ""
+    drops.loc[old, "netns"] = drops.loc[old, "ifname"].map(lambda n: one.get(str(n), "?"))
+    return drops
+
+
 def read_table(directory: Path | str, name: str) -> pd.DataFrame:
     """All rows of table ``name`` in recording ``directory``, in write order, with the schema's dtypes."""
     manifest = read_manifest(directory)  # refuses foreign or newer-major directories
     if name not in TABLES:
         raise RecordingError(f"unknown table {name!r}", hint=f"tables: {', '.join(sorted(TABLES))}")
     df = read_chunks(TABLES[name], chunk_files(directory, name))
+    if name == "tap_drops" and len(df) and (df["netns"] == "").any():
+        df = _fill_drop_netns(directory, df)
     # The manifest counts rows only after their chunks are in place, so a SIGKILL leaves at least as many on disk.
     recorded = (manifest.get("rows") or {}).get(name)
     if isinstance(recorded, int) and len(df) < recorded:

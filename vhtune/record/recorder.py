@@ -75,6 +75,7 @@ class IntervalView:
     rows: Rows
     lost_total: int
     targets: TargetSet
+    warnings: list[str] = field(default_factory=list)  # targets the probes cannot tell apart, for the live view
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Summary:
     error: str | None = None
     # Per BPF program over the whole run: run_cnt, run_time_ns (non-zero only with kernel.bpf_stats_enabled=1).
     program_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # the manifest's warnings (e.g. taps told apart by name only)
 
 
 class _Stop:
@@ -234,7 +236,7 @@ class Recorder:
                 self.summary.stop_reason = self.stop.reason
                 return self.summary
             maps = ProbeMaps(probes)
-            self._note(writer, maps.apply(build(snap, self.opts.selection)))
+            self._note(writer, maps.apply(build(snap, self.opts.selection)), maps)
             attached = time.monotonic() - t_start
             self.summary.start_to_attached_s = attached
             self.summary.compile_s = probes.compile_s
@@ -282,10 +284,14 @@ class Recorder:
             self._finish_summary(writer)
         return self.summary
 
-    def _note(self, writer: RecordingWriter, ch: Any) -> None:
+    def _note(self, writer: RecordingWriter, ch: Any, maps: ProbeMaps | None = None) -> None:
         if ch:
             writer.note_change(time.time(), ch.added, ch.removed, ch.skipped)
             self.summary.changes += 1
+        warnings = writer.manifest.setdefault("warnings", [])
+        for w in maps.tap_warnings if maps is not None else ():
+            if w not in warnings:  # each said once, in the manifest that readers and reports see
+                warnings.append(w)
 
     def _loop(self, writer: RecordingWriter, maps: ProbeMaps, probes: Probes) -> None:
         opts = self.opts
@@ -318,7 +324,7 @@ class Recorder:
             targets = maps.targets
             if want is not None:
                 targets = TargetSet(dict(targets.threads), dict(targets.taps), dict(targets.fds))
-                self._note(writer, maps.apply(want))
+                self._note(writer, maps.apply(want), maps)
             rows = to_rows(d, targets, pd.Timestamp.now(tz="UTC"), now - last)
             last = now
             index += 1
@@ -329,7 +335,8 @@ class Recorder:
             self.summary.intervals = index
             self.summary.lost_events += rows["lost"][0]["total"]
             if self.on_interval:
-                self.on_interval(IntervalView(index, now - t0, rows, rows["lost"][0]["total"], targets))
+                view = IntervalView(index, now - t0, rows, rows["lost"][0]["total"], targets, list(maps.tap_warnings))
+                self.on_interval(view)
             done = self.stop.event.is_set() or (deadline is not None and now >= deadline - 1e-3)
             if done:
                 writer.manifest["program_stats"] = probes.program_stats()
@@ -370,7 +377,7 @@ class Recorder:
                 continue
             cur = maps.targets
             merged = TargetSet({**want.threads, **cur.threads}, {**want.taps, **cur.taps}, {**want.fds, **cur.fds})
-            self._note(writer, maps.apply(merged))
+            self._note(writer, maps.apply(merged), maps)
             fdwatch.grew(_watched_pids(maps.targets))  # new processes (a front-end) get their baseline now
 
     def _accumulate(self, rows: Rows) -> None:
@@ -397,9 +404,10 @@ class Recorder:
                 a["max_p99_ns"] = max(a["max_p99_ns"], r["runq_p99_ns"])
         for r in rows.get("taps", []):
             a = self._acc["taps"].setdefault(
-                r["ifname"],
+                (r["netns"], r["ifname"]),
                 {
                     "ifname": r["ifname"],
+                    "netns": r["netns"],
                     "rx_packets": 0,
                     "tx_packets": 0,
                     "rx_bytes": 0,
@@ -441,6 +449,7 @@ class Recorder:
             a["tx_pps"] = a["tx_packets"] / t if t > 0 else 0.0
             taps.append(a)
         self.summary.taps = taps
+        self.summary.warnings = list(writer.manifest.get("warnings") or [])
         self.summary.queues = [q for q in self._acc["queues"].values() if q["writes"] or q["reads"]]
         if not self.summary.stop_reason:
             self.summary.stop_reason = writer.manifest.get("stop_reason") or "error"

@@ -67,21 +67,21 @@ def to_rows(d: Deltas, targets: TargetSet, ts: pd.Timestamp, interval_s: float) 
             if n:
                 hist_rows.append({"ts": ts, "pid": t.pid, "tid": tid, "bucket": b, "lo_ns": 2**b, "count": n})
     rows["competitors"] = [{"ts": ts, **c} for c in d.competitors]
-    drops_by_tap: dict[str, int] = {}
+    drops_by_tap: dict[tuple[str, str], int] = {}  # (netns, ifname): one name may live in several netns
     for dr in d.drops:
-        drops_by_tap[dr["ifname"]] = drops_by_tap.get(dr["ifname"], 0) + dr["count"]
+        k = (dr["netns"], dr["ifname"])
+        drops_by_tap[k] = drops_by_tap.get(k, 0) + dr["count"]
     rows["tap_drops"] = [{"ts": ts, **dr, "reason_name": reason_name(dr["reason"])} for dr in d.drops]
     taps = rows.setdefault("taps", [])
-    for name, c in d.taps.items():
-        tap = targets.taps.get(name)
+    for tkey, c in d.taps.items():
         taps.append(
             {
                 "ts": ts,
                 "interval_s": interval_s,
-                "ifname": name,
-                "netns": tap.netns if tap else "?",
+                "ifname": tkey[1],
+                "netns": tkey[0],
                 **c,
-                "drops": drops_by_tap.get(name, 0),
+                "drops": drops_by_tap.get(tkey, 0),
                 "rx_pps": c["rx_packets"] / interval_s if interval_s > 0 else math.nan,
                 "tx_pps": c["tx_packets"] / interval_s if interval_s > 0 else math.nan,
             }

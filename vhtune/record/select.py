@@ -5,7 +5,9 @@
   of VMs, back-ends and front-ends);
 - ``--all``: every thread of every discovered VM, back-end and front-end (main loops and iothreads too);
 - ``-p PID``: every thread and eventfd of those processes (read from /proc even when discovery does not
-  know them) and the taps they hold; ``--tap NAME`` adds taps by name; ``--control PATH`` adds a vhtune
+  know them) and the taps they hold; ``--tap NAME`` adds every tap of that name (one per netns where the
+  same name lives in several), ``--tap NETNS/NAME`` only the one in that netns; taps are keyed by
+  (netns, name) throughout; ``--control PATH`` adds a vhtune
   back-end's worker threads and kick/call fds per queue (discovered vhtune back-ends' ``.ctl`` sockets are
   used without asking when no ``-p`` is given), and fds of other processes on the same eventfds get the
   same role and queue.
@@ -28,7 +30,7 @@ from vhtune.discover.model import (
     Snapshot,
     TapInfo,
 )
-from vhtune.errors import DiscoveryError
+from vhtune.errors import DiscoveryError, UsageError
 from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TapTarget, TargetSet, ThreadTarget
 from vhtune.record.backend_ctl import control_targets, propagate_roles, selected_controls
 
@@ -87,6 +89,18 @@ def proc_eventfds(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int |
     return sorted(out)
 
 
+def parse_tap_spec(spec: str) -> tuple[str | None, str]:
+    """``--tap`` values: ``NAME`` (every discovered tap of that name, in whatever netns it lives) or
+    ``NETNS/NAME`` (only the one in that netns: "root", a /run/netns name or "net:[inode]", as discovery
+    labels them). Interface names cannot contain '/', so the last one splits."""
+    netns, sep, name = spec.rpartition("/")
+    if not sep:
+        return None, spec
+    if not netns or not name:
+        raise UsageError(f"--tap {spec!r} is neither NAME nor NETNS/NAME", hint="e.g. --tap tap0 or --tap ns1/tap0")
+    return netns, name
+
+
 def _tap_owner(snap: Snapshot, tap: TapInfo) -> str | None:
     vms = {vm.pid: vm for vm in snap.vms}
     for pid in tap.owner_pids:
@@ -123,10 +137,13 @@ def build(snap: Snapshot | None, sel: Selection) -> TargetSet:
         for e in snap.eventfds:
             if e.pid in owners:
                 ts.add_fd(FdTarget(e.pid, e.fd, ROLE_EVENTFD, None, e.eventfd_id))
-    for name in sel.taps:
-        known = next((t for t in snap.taps if t.name == name), None) if snap else None
-        owner = _tap_owner(snap, known) if snap and known else None
-        ts.add_tap(TapTarget(name, known.ifindex if known else None, known.netns if known else "?", owner))
+    for spec in sel.taps:
+        netns, name = parse_tap_spec(spec)
+        known = [t for t in snap.taps if t.name == name and netns in (None, t.netns)] if snap else []
+        for tap in known:  # a bare name seen in several netns (one VM per netns, Kata): all of them
+            ts.add_tap(TapTarget(tap.name, tap.ifindex, tap.netns, _tap_owner(snap, tap) if snap else None))
+        if not known:  # not discovered (no holder found): looked for in the given netns, else vhtune's own
+            ts.add_tap(TapTarget(name, None, netns or "?", None))
     controls = selected_controls(sel.controls, snap, sel.pids)
     extras = [control_targets(c) for c in controls]
     if sel.extra is not None:
