@@ -178,3 +178,18 @@ def test_no_real_time_priority_for_a_thread_that_has_one(tmp_path: Path, fault: 
     ev = next(e for e in top.evidence if e.metric == "real-time priority already")
     assert ev.value == 20 and ev.note.startswith("SCHED_FIFO")
     assert "No real-time priority is proposed" in top.explanation
+
+
+def test_same_named_taps_of_two_netns_are_told_apart(tmp_path: Path) -> None:
+    """Kata Containers: each VM has a tap named tap0_kata in a netns of its own; only VM 1's overflows. One
+    tap-drops finding, for that netns's tap, on VM 1's path, whose txqueuelen command enters that netns."""
+    spec = SynthSpec(vms=2, duration_s=10, faults={1: "tiny-txqueuelen"}, netns_per_vm=True)
+    rec = api.load(write_synthetic(tmp_path / "kata", spec))
+    keys = set(zip(rec.taps["netns"], rec.taps["ifname"], strict=True))
+    assert keys == {("kata-0", "tap0_kata"), ("kata-1", "tap0_kata")}
+    drops = [f for f in api.analyze(rec) if f.id == "tap-drops"]
+    assert [(f.subject, f.path, f.details["netns"]) for f in drops] == [("tap kata-1/tap0_kata", "vm1", "kata-1")]
+    (txq,) = [r for r in drops[0].recommendations if r.knob == "tap-txqueuelen"]
+    assert "kata-1" in txq.command and "kata-0" not in txq.command
+    qlen = {ns: rec.topology.tap("tap0_kata", ns)["txqueuelen"] for ns in ("kata-0", "kata-1")}
+    assert qlen["kata-1"] != qlen["kata-0"] and txq.current == qlen["kata-1"]  # its own tap's, not the first

@@ -104,7 +104,7 @@ def test_tap_drops_real(qlen: int, delay: float, gap: float, want: str | None, t
         return
     assert recorded_drops > 100 and abs(recorded_drops - kernel["tx_dropped"]) <= 0.01 * kernel["tx_dropped"]
     top = loud[0]
-    assert top.id == want and top.subject == f"tap {name}"
+    assert top.id == want and top.subject == f"tap {ns.name}/{name}"  # a tap outside the root netns: NETNS/NAME
     first = top.recommendations[0]
     assert first.knob == "tap-txqueuelen" and first.current == 4 and first.proposed == 1000
     assert first.command == f"ip -n {ns.name} link set dev {name} txqueuelen 1000"

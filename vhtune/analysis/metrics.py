@@ -31,6 +31,19 @@ def _labels(s: pd.Series) -> pd.Series:
     return s.astype("object").where(s.notna(), "").astype("string")
 
 
+def tap_ref(netns: str, ifname: str) -> str:
+    """How findings and tables name a tap: ``ifname`` in the root netns (or an unknown one), ``NETNS/ifname``
+    elsewhere (as ``vhtune record --tap`` takes it): one netns per VM (Kata) gives several taps of one name."""
+    return ifname if netns in ("root", "?", "") else f"{netns}/{ifname}"
+
+
+def _tap_path_col(rec: Recording, df: pd.DataFrame) -> pd.Series:
+    """The path of each (netns, ifname) row: the path holding that very tap, else the path its name is on."""
+    by_key, by_name = rec.topology.path_of_tap_key(), rec.topology.path_of_tap()
+    keys = pd.Series(list(zip(df["netns"].astype(str), df["ifname"].astype(str), strict=True)), index=df.index)
+    return _labels(keys.map(lambda k: by_key.get(k)).fillna(df["ifname"].map(by_name)))
+
+
 def _path_col(rec: Recording, df: pd.DataFrame, pid_col: str = "pid", tid_col: str | None = None) -> pd.Series:
     by_pid = rec.topology.path_of_pid()
     out = df[pid_col].map(by_pid)
@@ -184,7 +197,7 @@ def path_metrics(rec: Recording) -> pd.DataFrame:
     parts: list[pd.DataFrame] = []
     taps = rec.taps
     if len(taps):
-        t = taps.assign(path=_labels(taps["ifname"].map(rec.topology.path_of_tap())))
+        t = taps.assign(path=_tap_path_col(rec, taps))
         t = t.assign(tap_packets=t["rx_packets"] + t["tx_packets"], bytes=t["rx_bytes"] + t["tx_bytes"])
         parts.append(_sum_by(t, ["tap_packets", "bytes", "drops"], {"drops": "tap_drops"}))
     bq = rec.backend_queues
@@ -289,7 +302,8 @@ def tap_metrics(rec: Recording) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "ifname": t["ifname"],
-            "path": _labels(t["ifname"].map(rec.topology.path_of_tap())),
+            "netns": t["netns"],
+            "path": _tap_path_col(rec, t),
             "rx_pps": t["rx_pps"],
             "tx_pps": t["tx_pps"],
             "drops": t["drops"],
@@ -306,8 +320,10 @@ def drops_by_reason(rec: Recording) -> pd.DataFrame:
     rows: list[pd.DataFrame] = []
     d = rec.tap_drops
     if len(d):
-        g = pd.DataFrame(d.groupby(["ifname", "direction", "reason_name"], as_index=False)["count"].sum())
-        rows.append(g.rename(columns={"ifname": "where", "reason_name": "reason"}).assign(source="kernel"))
+        g = pd.DataFrame(d.groupby(["netns", "ifname", "direction", "reason_name"], as_index=False)["count"].sum())
+        g["where"] = [tap_ref(str(n), str(i)) for n, i in zip(g["netns"], g["ifname"], strict=True)]
+        g = g.drop(columns=["netns", "ifname"]).rename(columns={"reason_name": "reason"})
+        rows.append(g[["where", "direction", "reason", "count"]].assign(source="kernel"))
     bq = rec.backend_queues
     if len(bq):
         for col, reason in (

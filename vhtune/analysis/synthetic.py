@@ -97,6 +97,7 @@ class SynthSpec:
     nodes: int = 1
     frontend: str = "kvm"  # "kvm": a QEMU/KVM guest; "dpdk": a DPDK virtio-user process (no VM)
     worker_sched: tuple[str, int] = ("other", 0)  # the back-end worker's policy and real-time priority
+    netns_per_vm: bool = False  # Kata Containers: every VM's tap is named tap0_kata, in a netns kata-<i> of its own
 
 
 # The front-end's two recorded threads per kind: comm, role, on-CPU and run-queue keys of the profile.
@@ -120,6 +121,7 @@ class _VM:
     tap: str
     be_cpu: int
     vcpu_cpu: int
+    netns: str = "root"
 
 
 def _vms(spec: SynthSpec) -> list[_VM]:
@@ -135,7 +137,8 @@ def _vms(spec: SynthSpec) -> list[_VM]:
         vcpu_cpu = be_cpu if p.get("shared_cpu") else (2 * i + 1) % spec.cpus
         qemu = 100_000 + 10 * i
         fe = (qemu + 1, qemu + 2) if spec.frontend == "kvm" else (qemu + 1, qemu)
-        out.append(_VM(i, p, qemu, fe, 200_000 + 10 * i, 200_001 + 10 * i, f"vht{i}", be_cpu, vcpu_cpu))
+        tap, netns = ("tap0_kata", f"kata-{i}") if spec.netns_per_vm else (f"vht{i}", "root")
+        out.append(_VM(i, p, qemu, fe, 200_000 + 10 * i, 200_001 + 10 * i, tap, be_cpu, vcpu_cpu, netns))
     return out
 
 
@@ -169,7 +172,7 @@ def snapshot(spec: SynthSpec) -> Snapshot:
                 nice=0,
             )
         )
-        snap.taps.append(TapInfo(v.tap, 100 + v.i, "root", (v.backend,), 1, int(v.p["txqueuelen"]), True, False))
+        snap.taps.append(TapInfo(v.tap, 100 + v.i, v.netns, (v.backend,), 1, int(v.p["txqueuelen"]), True, False))
         snap.backends.append(BackendInfo(v.backend, "vhtune", "vhtune", [v.worker], [f"/run/vht{v.i}.sock"], [v.qemu]))
     return snap
 
@@ -336,7 +339,7 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
             "ts": T,
             "interval_s": iv,
             "ifname": [vms[j].tap for j in vi],
-            "netns": "root",
+            "netns": [vms[j].netns for j in vi],
             "rx_packets": half,
             "rx_bytes": half * b,
             "tx_packets": pkts - half,
@@ -352,7 +355,7 @@ def _chunk(spec: SynthSpec, vms: list[_VM], ts: pd.DatetimeIndex, rng: np.random
     out["tap_drops"] = pd.DataFrame(
         {
             "ts": T[dm],
-            "netns": "root",
+            "netns": np.array([v.netns for v in vms])[vi][dm],
             "ifname": np.array([v.tap for v in vms])[vi][dm],
             "direction": "tx",
             "reason": FULL_RING,

@@ -44,9 +44,29 @@ class Path:
 class Topology:
     paths: list[Path]
     threads: dict[int, dict[str, Any]]  # tid → the snapshot's ThreadInfo as a dict
-    taps: dict[str, dict[str, Any]]  # ifname → TapInfo as a dict
+    taps: dict[str, dict[str, Any]]  # ifname → TapInfo as a dict (the first netns's, when a name is in several)
     cpu_node: dict[int, int]  # CPU → NUMA node
     vm_names: dict[int, str]  # front-end pid → name
+    # (netns, ifname) → TapInfo as a dict: one netns per VM (Kata) gives several taps of one name
+    tap_info: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def tap(self, ifname: str, netns: str | None) -> dict[str, Any]:
+        """The discovered tap ``ifname`` of ``netns`` ({} when discovery did not see it); by name alone when
+        the netns is unknown ("?", or a recording from before taps were keyed by netns)."""
+        if netns in (None, "", "?"):
+            return self.taps.get(ifname, {})
+        return self.tap_info.get((netns, ifname), {})
+
+    def path_of_tap_key(self) -> dict[tuple[str, str], str]:
+        """(netns, ifname) → path: the path of a process holding that very tap, else the path its name is on."""
+        by_pid, by_name = self.path_of_pid(), self.path_of_tap()
+        out: dict[tuple[str, str], str] = {}
+        for key, t in self.tap_info.items():
+            owners = [by_pid[int(p)] for p in t.get("owner_pids", []) if int(p) in by_pid]
+            path = owners[0] if owners else by_name.get(key[1])
+            if path is not None:
+                out[key] = path
+        return out
 
     def path_of_pid(self) -> dict[int, str]:
         out: dict[int, str] = {}
@@ -82,7 +102,11 @@ def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topolog
     snap = snap or {}
     vms = {int(v["pid"]): v for v in snap.get("vms", [])}
     thread_info = {int(t["tid"]): t for t in snap.get("threads", [])}
-    taps = {str(t["name"]): t for t in snap.get("taps", [])}
+    taps: dict[str, dict[str, Any]] = {}
+    tap_info: dict[tuple[str, str], dict[str, Any]] = {}
+    for t in snap.get("taps", []):
+        taps.setdefault(str(t["name"]), t)
+        tap_info[(str(t.get("netns") or "root"), str(t["name"]))] = t
     cpu_node = {int(c["cpu"]): int(c.get("node", 0)) for c in snap.get("cpus", [])}
     recorded = threads.drop_duplicates("tid")[["pid", "tid", "comm", "role"]] if len(threads) else None
     if recorded is not None:
@@ -161,7 +185,7 @@ def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topolog
         )
     names = {int(v["pid"]): _vm_name(v) for v in vms.values()}
     _unique_names(paths)
-    return Topology(paths, thread_info, taps, cpu_node, names)
+    return Topology(paths, thread_info, taps, cpu_node, names, tap_info)
 
 
 def netdevs_of(vm: dict[str, Any] | None) -> list[dict[str, Any]]:

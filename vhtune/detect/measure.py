@@ -100,6 +100,8 @@ def measure(rec: Recording, f: Finding) -> Measurement:
         _, pps = _path_value(rec, f.path, "pps")
     elif where == "tap":
         t = rec.taps[rec.taps["ifname"] == f.details.get("ifname")]
+        if f.details.get("netns") is not None:  # one name may live in several netns (one VM per netns)
+            t = t[t["netns"] == f.details["netns"]]
         if len(t) and float(t["interval_s"].sum()) > 0:
             value = float(t["drops"].sum()) / float(t["interval_s"].sum())
         _, pps = _path_value(rec, f.path, "pps")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from vhtune.analysis.metrics import tap_ref
 from vhtune.detect import recommend as R
 from vhtune.detect.evaluate import context, crossing, found, rate
 from vhtune.detect.finding import Finding
@@ -22,16 +23,16 @@ if TYPE_CHECKING:
 ADEQUATE_TXQUEUELEN = 256  # below this a tap queue is the suspect by itself (tun's ring = txqueuelen slots)
 
 
-def _txqueuelen(rec: Recording, ifname: str) -> int | None:
-    v = rec.topology.taps.get(ifname, {}).get("txqueuelen")
+def _txqueuelen(rec: Recording, ifname: str, netns: str | None = None) -> int | None:
+    v = rec.topology.tap(ifname, netns).get("txqueuelen")
     return int(v) if v is not None else None
 
 
-def _reasons(rec: Recording, ifname: str) -> str:
+def _reasons(rec: Recording, ifname: str, netns: str) -> str:
     d = rec.tap_drops
     if not len(d):
         return ""
-    d = d[d["ifname"] == ifname]
+    d = d[(d["ifname"] == ifname) & (d["netns"] == netns)]
     g = pd.DataFrame(d.groupby(["direction", "reason_name"], as_index=False)["count"].sum())
     g = g.sort_values("count", ascending=False).head(3)
     return ", ".join(f"{r['reason_name']} ({r['direction']}) {int(r['count'])}" for r in g.to_dict("records"))
@@ -42,22 +43,23 @@ def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
     tm = rec.tap_metrics
     th = det.threshold("drop_pct")
     min_rate = det.threshold("drops_per_s").value
-    for ifname, g in tm.groupby("ifname", sort=True):
-        name = str(ifname)
+    # One netns per VM (Kata Containers) gives several taps of one name: each (netns, name) is its own tap.
+    for (ns, ifname), g in tm.groupby(["netns", "ifname"], sort=True):
+        name, recorded_ns = str(ifname), str(ns)
         ev = crossing(g["drop_pct"][g["drops_per_s"] >= min_rate], th, len(g))
         if ev is None:
             continue
-        ev.note = _reasons(rec, name)
-        qlen = _txqueuelen(rec, name)
+        ev.note = _reasons(rec, name, recorded_ns)
+        qlen = _txqueuelen(rec, name, recorded_ns)
         pathname = str(g["path"].iloc[-1])
         f = found(
             rec,
             det,
             ev,
-            subject=f"tap {name}",
+            subject=f"tap {tap_ref(recorded_ns, name)}",
             subject_kind="tap",
             path=pathname,
-            details={"ifname": name, "txqueuelen": qlen},
+            details={"ifname": name, "netns": recorded_ns, "txqueuelen": qlen},
             context_evidence=(context("drops", rate(g, "drops"), "/s"),),
             # tun's ring holds txqueuelen frames: a short one overflows on any burst longer than it, however
             # promptly the reader runs, so a reader waiting for its CPU does not explain these drops away.
@@ -65,7 +67,8 @@ def tap_drops(rec: Recording, det: Detector) -> list[Finding]:
         )
         if qlen is not None:
             f.evidence.append(context("txqueuelen", float(qlen), "packets", "tun's ring holds txqueuelen skbs"))
-        netns = str(rec.topology.taps.get(name, {}).get("netns") or "root")
+        # the netns the tap was recorded in; a recording that does not know it: where discovery saw the name
+        netns = recorded_ns if recorded_ns != "?" else str(rec.topology.tap(name, None).get("netns") or "root")
         proposed = 1000 if qlen is None or qlen < 1000 else min(4 * qlen, 10_000)
         recs = [R.txqueuelen(name, netns, qlen, proposed)]
         path = rec.topology.by_name(pathname)
@@ -119,7 +122,8 @@ def rx_ring_starved(rec: Recording, det: Detector) -> list[Finding]:
             pct = 100.0 * stalled.astype("float64")
             note = "a generator port always has frames: its RX delivery stopped because the ring had no free buffer"
         else:
-            qlens = [_txqueuelen(rec, t) for t in path.taps]
+            keys = [k for k, p in rec.topology.path_of_tap_key().items() if p == path.name]
+            qlens = [_txqueuelen(rec, n, ns) for ns, n in keys] or [_txqueuelen(rec, t) for t in path.taps]
             if not path.taps or any(q is not None and q < ADEQUATE_TXQUEUELEN for q in qlens):
                 continue  # a tiny tap queue explains the drops by itself (tap-drops)
             oncpu = g["backend_oncpu_pct"].fillna(0.0)
