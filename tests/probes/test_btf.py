@@ -92,6 +92,9 @@ MEMBERS = [
     ("sk_buff", "len"),
     ("net_device", "name"),
     ("net_device", "ifindex"),
+    ("net_device", "nd_net"),  # + net->ns.inum: the netns inode the counters variant reads on a dev_cache miss
+    ("net", "ns"),
+    ("ns_common", "inum"),
     ("task_struct", "pid"),
 ]
 
