@@ -143,3 +143,9 @@ def test_tap_by_bare_name_takes_every_netns_and_netns_slash_name_one() -> None:
 def test_a_malformed_tap_spec_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="NETNS/NAME"):
         build(_kata_snap(), Selection(taps=("ns1/",)))
+    from pathlib import Path
+
+    from vhtune.record import RecordOptions
+
+    with pytest.raises(UsageError, match="NETNS/NAME"):  # before anything is compiled or written
+        RecordOptions(Path("/nonexistent/rec"), Selection(taps=("/tap0",))).check()

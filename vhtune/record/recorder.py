@@ -31,7 +31,7 @@ from vhtune.record.backend_counters import BackendCounterRecorder
 from vhtune.record.backend_ctl import selected_controls
 from vhtune.record.fdwatch import CHECK_EVERY_S, FdTableWatch
 from vhtune.record.rows import Rows, to_rows
-from vhtune.record.select import Selection, build
+from vhtune.record.select import Selection, build, parse_tap_spec
 from vhtune.record.writer import RecordingWriter
 
 Discover = Callable[[], Snapshot | None]
@@ -61,6 +61,8 @@ class RecordOptions:
             raise UsageError(f"--duration {self.duration} must be positive")
         if self.flush_every < 1:
             raise UsageError("flush_every must be at least 1")
+        for spec in self.selection.taps:
+            parse_tap_spec(spec)  # NAME or NETNS/NAME: a bad one fails before anything is compiled
         gone = [p for p in self.selection.pids if not (self.selection.proc / str(p)).is_dir()]
         if gone:
             raise UsageError(f"no process {gone[0]}", hint="check the -p values (ps -e)")
