@@ -70,7 +70,7 @@ def test_recording_finds_the_short_tap_queue(tmp_path: Path, no_leftovers: None)
     # to the tap (kfree_skb carries no device; skbaddr → tap from net_dev_queue).
     assert kernel > 1000 and abs(recorded - kernel) <= 0.02 * kernel, (recorded, kernel)
     loud = [f for f in api.analyze(rec) if f.severity != "info" and f.id in ("tap-drops", "rx-ring-starved")]
-    assert loud and loud[0].id == "tap-drops" and loud[0].subject == f"tap {tap}", loud
+    assert loud and loud[0].id == "tap-drops" and loud[0].subject == f"tap {ns}/{tap}", loud
     first = loud[0].recommendations[0]
     assert first.knob == "tap-txqueuelen" and first.current == 4 and first.proposed == 1000
     assert first.command == f"ip -n {ns} link set dev {tap} txqueuelen 1000"
