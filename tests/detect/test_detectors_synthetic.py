@@ -114,9 +114,13 @@ def test_without_backend_counters_uses_ebpf_only(tmp_path: Path) -> None:
     assert top["vm2"].id == "tap-drops"
 
 
-def _top(tmp_path: Path, fault: str, frontend: str = "dpdk", worker_sched: tuple[str, int] = ("other", 0)) -> Finding:
+def _top(
+    tmp_path: Path, fault: str, frontend: str = "dpdk", worker_sched: tuple[str, int] = ("other", 0), nice: int = 0
+) -> Finding:
     """VM 0 alone on a 2-CPU host, served by a DPDK virtio-user front-end (testpmd as the lab places it)."""
-    spec = SynthSpec(vms=1, duration_s=10, faults={0: fault}, cpus=2, frontend=frontend, worker_sched=worker_sched)
+    spec = SynthSpec(
+        vms=1, duration_s=10, faults={0: fault}, cpus=2, frontend=frontend, worker_sched=worker_sched, worker_nice=nice
+    )
     findings = api.analyze(api.load(write_synthetic(tmp_path / fault, spec)))
     assert findings, f"no finding for {fault}"
     return findings[0]
@@ -193,3 +197,10 @@ def test_same_named_taps_of_two_netns_are_told_apart(tmp_path: Path) -> None:
     assert "kata-1" in txq.command and "kata-0" not in txq.command
     qlen = {ns: rec.topology.tap("tap0_kata", ns)["txqueuelen"] for ns in ("kata-0", "kata-1")}
     assert qlen["kata-1"] != qlen["kata-0"] and txq.current == qlen["kata-1"]  # its own tap's, not the first
+
+
+def test_real_time_priority_keeps_the_threads_nice(tmp_path: Path) -> None:
+    top = _top(tmp_path, "cpu-hog", nice=-5)
+    fifo = next(r for r in top.recommendations if r.knob == "thread-sched")
+    assert fifo.proposed == {"policy": "fifo", "priority": 10, "nice": -5}
+    assert fifo.command.endswith("renice -n -5 -p " + fifo.target[4:])  # unchanged: the renice is a no-op

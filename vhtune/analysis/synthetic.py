@@ -97,6 +97,7 @@ class SynthSpec:
     nodes: int = 1
     frontend: str = "kvm"  # "kvm": a QEMU/KVM guest; "dpdk": a DPDK virtio-user process (no VM)
     worker_sched: tuple[str, int] = ("other", 0)  # the back-end worker's policy and real-time priority
+    worker_nice: int = 0
     netns_per_vm: bool = False  # Kata Containers: every VM's tap is named tap0_kata, in a netns kata-<i> of its own
 
 
@@ -169,7 +170,7 @@ def snapshot(spec: SynthSpec) -> Snapshot:
                 queue=0,
                 policy=spec.worker_sched[0],
                 rt_priority=spec.worker_sched[1],
-                nice=0,
+                nice=spec.worker_nice,
             )
         )
         snap.taps.append(TapInfo(v.tap, 100 + v.i, v.netns, (v.backend,), 1, int(v.p["txqueuelen"]), True, False))

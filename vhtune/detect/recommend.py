@@ -63,7 +63,9 @@ def sched_fifo(tid: int, comm: str, why: str, current: dict[str, Any] | None) ->
         and (current["policy"] == "deadline" or current["priority"] >= FIFO_PRIORITY)
     ):
         return None
-    value = {"policy": "fifo", "priority": FIFO_PRIORITY}
+    value: dict[str, Any] = {"policy": "fifo", "priority": FIFO_PRIORITY}
+    if current is not None and current.get("nice"):
+        value["nice"] = current["nice"]  # kept as it is: the command's renice then changes nothing
     knob = KNOBS["thread-sched"](Target("thread", {"tid": tid}))
     return Recommendation(
         rank=0,
