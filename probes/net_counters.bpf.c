@@ -16,9 +16,9 @@
  * the address, the ifindex and tap_gen (bumped by user space whenever the watched taps change) are unchanged.
  * A drop on a cached device then costs three small reads (skb->dev, dev->ifindex, skb->skb_iif) whatever the
  * miss path reads. A device moved to another netns keeps its address and usually its ifindex: its entry is
- * refilled when discovery sees the move (the tap's key changes, tap_gen is bumped). The ifindex check catches a device freed and
- * another allocated at the same address (indexes are handed out cyclically per netns); two CPUs filling one
- * entry at once may tear it, which can misattribute a drop until the next fill. */
+ * refilled when discovery sees the move (the tap's key changes, tap_gen is bumped). The ifindex check catches
+ * a device freed and another allocated at the same address (indexes are handed out cyclically per netns); two
+ * CPUs filling one entry at once may tear it, which can misattribute a drop until the next fill. */
 
 BPF_ARRAY(tap_gen, u32, 1);                             /* bumped by user space when the watched taps change */
 BPF_ARRAY(dev_cache, struct vht_dev_ent, VHT_DEV_CACHE);
