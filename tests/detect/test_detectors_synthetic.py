@@ -197,6 +197,8 @@ def test_same_named_taps_of_two_netns_are_told_apart(tmp_path: Path) -> None:
     assert "kata-1" in txq.command and "kata-0" not in txq.command
     qlen = {ns: rec.topology.tap("tap0_kata", ns)["txqueuelen"] for ns in ("kata-0", "kata-1")}
     assert qlen["kata-1"] != qlen["kata-0"] and txq.current == qlen["kata-1"]  # its own tap's, not the first
+    # Each VM's path lists the tap it holds (the second one was listed under no path: taps by name kept the first).
+    assert {p.name: p.taps for p in rec.topology.paths} == {"vm0": ["tap0_kata"], "vm1": ["tap0_kata"]}
 
 
 def test_real_time_priority_keeps_the_threads_nice(tmp_path: Path) -> None:

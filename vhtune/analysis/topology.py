@@ -93,6 +93,12 @@ class Topology:
         return next((p for p in self.paths if p.name == name), None)
 
 
+def _taps_held_by(tap_info: dict[tuple[str, str], dict[str, Any]], pid: int) -> list[str]:
+    """Names of the taps ``pid`` holds, in every netns: with one netns per VM (Kata) each VM holds its own
+    "tap0_kata", so a lookup by name alone would give all of them to the first VM."""
+    return sorted({name for (_ns, name), t in tap_info.items() if pid in [int(p) for p in t.get("owner_pids", [])]})
+
+
 def _vm_name(vm: dict[str, Any]) -> str:
     return str(vm.get("name") or f"vm-{vm['pid']}")
 
@@ -122,7 +128,7 @@ def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topolog
         return sorted(t for t, i in thread_info.items() if int(i["pid"]) == pid and i.get("role") in roles)
 
     def taps_of(pid: int) -> list[str]:
-        return sorted(n for n, t in taps.items() if pid in [int(p) for p in t.get("owner_pids", [])])
+        return _taps_held_by(tap_info, pid)
 
     paths: list[Path] = []
     claimed_vms: set[int] = set()
@@ -219,7 +225,7 @@ def add_counted_backends(topo: Topology, pids: list[int]) -> None:
             if i.get("role") in BACKEND_ROLES or str(i.get("comm", "")).startswith("vhtune-q")
         ]
         comm = str(mine.get(pid, {}).get("comm", "backend"))
-        owned = sorted(n for n, t in topo.taps.items() if pid in [int(x) for x in t.get("owner_pids", [])])
+        owned = _taps_held_by(topo.tap_info, pid)
         topo.paths.append(
             Path(name=f"{comm}-{pid}", backend_pid=pid, backend_kind="vhtune", backend_tids=sorted(workers), taps=owned)
         )
