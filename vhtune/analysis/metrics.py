@@ -40,10 +40,14 @@ def tap_ref(netns: str, ifname: str) -> str:
 def _tap_path_col(rec: Recording, df: pd.DataFrame) -> pd.Series:
     """The path of each (netns, ifname) row: the path holding that very tap, else the path its name is on."""
     by_key, by_name = rec.topology.path_of_tap_key(), rec.topology.path_of_tap()
-    # Joined into one string column: a Series of (netns, ifname) tuples costs ~1 s per 4 M rows in Python.
-    joined = {f"{netns}\0{ifname}": path for (netns, ifname), path in by_key.items()}
+    # Joined into one string column and resolved once per distinct tap: a Series of (netns, ifname) tuples
+    # costs ~1 s per 4 M rows in Python.
     keys = df["netns"].astype(str) + "\0" + df["ifname"].astype(str)
-    return _labels(keys.map(joined).fillna(df["ifname"].map(by_name)))
+    path_of: dict[str, str | None] = {}
+    for key in keys.unique():
+        netns, _, ifname = str(key).partition("\0")
+        path_of[str(key)] = by_key.get((netns, ifname), by_name.get(ifname))
+    return _labels(keys.map(path_of))
 
 
 def _path_col(rec: Recording, df: pd.DataFrame, pid_col: str = "pid", tid_col: str | None = None) -> pd.Series:
