@@ -206,3 +206,10 @@ def test_real_time_priority_keeps_the_threads_nice(tmp_path: Path) -> None:
     fifo = next(r for r in top.recommendations if r.knob == "thread-sched")
     assert fifo.proposed == {"policy": "fifo", "priority": 10, "nice": -5}
     assert fifo.command.endswith("renice -n -5 -p " + fifo.target[4:])  # unchanged: the renice is a no-op
+
+
+def test_a_thread_under_sched_ext_gets_vhtunes_own_rollback(tmp_path: Path) -> None:
+    """SCHED_EXT (a BPF scheduler, 6.12+) has no chrt flag: the rollback is vhtune's, not a command that fails."""
+    top = _top(tmp_path, "cpu-hog", worker_sched=("ext", 0))
+    fifo = next(r for r in top.recommendations if r.knob == "thread-sched")
+    assert fifo.current["policy"] == "ext" and fifo.rollback == "vhtune tune rollback PLAN"

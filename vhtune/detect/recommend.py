@@ -11,7 +11,8 @@ from typing import Any
 from vhtune.analysis.topology import Path
 from vhtune.detect.finding import Recommendation
 from vhtune.discover.model import REALTIME_POLICIES
-from vhtune.tune.knob import Target, format_cpulist
+from vhtune.errors import TuneError
+from vhtune.tune.knob import Knob, Target, format_cpulist
 from vhtune.tune.knobs import KNOBS
 
 
@@ -48,8 +49,8 @@ def affinity(tid: int, comm: str, current: list[int], proposed: list[int], why: 
     )
 
 
-# The real-time priority proposed: above the default of threaded IRQ handlers (50 is theirs; 10 stays below
-# them, so the NIC's and timer's handlers still run first) and above any SCHED_OTHER/BATCH/IDLE task.
+# The real-time priority proposed: above every SCHED_OTHER/BATCH/IDLE task, below threaded IRQ handlers (they
+# run at SCHED_FIFO 50), so the NIC's and timer's handlers still run first.
 FIFO_PRIORITY = 10
 
 
@@ -76,9 +77,20 @@ def sched_fifo(tid: int, comm: str, why: str, current: dict[str, Any] | None) ->
         command=knob.command(value),
         expected=f"{comm} preempts normal tasks as soon as it wakes: {why}",
         risk="a busy real-time thread can starve everything else on its CPU (RT throttling caps it at 95 %)",
-        rollback=knob.command(current) if current is not None else "vhtune tune rollback PLAN",
+        rollback=_restore_command(knob, current),
         **_tune("thread-sched", f"tid={tid}", value),
     )
+
+
+def _restore_command(knob: Knob, current: Any) -> str:
+    """The command that puts ``current`` back; vhtune's own rollback where no command can say it (unknown, or
+    a policy the knob cannot set, such as sched_ext's SCHED_EXT)."""
+    if current is None:
+        return "vhtune tune rollback PLAN"
+    try:
+        return knob.command(current)
+    except TuneError:
+        return "vhtune tune rollback PLAN"
 
 
 def txqueuelen(dev: str, netns: str, current: int | None, proposed: int) -> Recommendation:

@@ -24,8 +24,8 @@ class CpuInfo:
 
 
 # sched_setscheduler(2) policy numbers as /proc/PID/task/TID/stat field 41 shows them (include/uapi/linux/sched.h;
-# 4 is unused), by the names chrt(1) and vhtune's thread-sched knob use.
-SCHED_POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
+# 4 is unused; 7 is SCHED_EXT, a BPF scheduler, since 6.12), by the names chrt(1) and the thread-sched knob use.
+SCHED_POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline", 7: "ext"}
 REALTIME_POLICIES = ("fifo", "rr", "deadline")
 
 
