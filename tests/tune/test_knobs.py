@@ -248,3 +248,10 @@ def test_values_as_tables_show_them() -> None:
     assert describe_value("thread-affinity", [0, 1, 2, 5]) == "0-2,5"
     assert describe_value("qemu-option", {"option": "queues", "value": 2}) == "option=queues, value=2"
     assert describe_value("guest-option", 4) == "4"  # a knob vhtune does not have: the value as is
+
+
+def test_the_knob_reads_policies_by_the_names_discovery_gives_them() -> None:
+    from vhtune.discover.model import SCHED_POLICY_NAMES
+    from vhtune.tune.knobs.thread import _POLICIES
+
+    assert {name: SCHED_POLICY_NAMES[number] for name, number in _POLICIES.items()} == {n: n for n in _POLICIES}

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from vhtune.discover.model import SCHED_POLICY_NAMES
 from vhtune.errors import TuneError
 from vhtune.tune.knob import Knob, Value, format_cpulist, parse_cpulist
 
+# The policies this knob sets (named as discovery reads them, SCHED_POLICY_NAMES); SCHED_DEADLINE needs
+# sched_setattr(2) and SCHED_EXT a loaded BPF scheduler, so a thread under either is read but not set.
 _POLICIES = {
     "other": os.SCHED_OTHER,
     "batch": os.SCHED_BATCH,
@@ -19,7 +22,6 @@ _POLICIES = {
     "fifo": os.SCHED_FIFO,
     "rr": os.SCHED_RR,
 }
-_POLICY_NAMES = {v: k for k, v in _POLICIES.items()}
 _CHRT_FLAG = {"other": "-o", "batch": "-b", "idle": "-i", "fifo": "-f", "rr": "-r"}
 _RESET_ON_FORK = os.SCHED_RESET_ON_FORK  # 0x40000000 (include/uapi/linux/sched.h)
 
@@ -125,7 +127,7 @@ class ThreadSchedKnob(Knob):
         except ProcessLookupError:
             raise _gone(tid) from None
         pol = raw & ~_RESET_ON_FORK
-        out: dict[str, Any] = {"policy": _POLICY_NAMES.get(pol, str(pol)), "priority": prio, "nice": nice}
+        out: dict[str, Any] = {"policy": SCHED_POLICY_NAMES.get(pol, str(pol)), "priority": prio, "nice": nice}
         if raw & _RESET_ON_FORK:
             out["reset_on_fork"] = True
         return out
