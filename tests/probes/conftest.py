@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.discover.conftest import tap_in_unnamed_netns  # noqa: F401  (a tap in a netns with no /run/netns name)
 from vhtune.probes import ProbeMaps, Probes, TargetSet, load
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.discover.conftest import UnnamedNetnsTap
 from tests.probes.helpers import IFF_NO_PI, IFF_TAP, TUNSETIFF, NetnsTap, eth_frame, ip, netns_tap, unique
 from vhtune.probes.netdev import CLONE_NEWNET, NetdevCounters, read_counters
 
@@ -146,6 +147,21 @@ def test_missing_device_and_vanished_netns_are_absent() -> None:
     finally:
         os.unlink(f"/run/netns/{husk}")
     assert set(got) == {present}
+
+
+def test_a_tap_in_a_netns_without_a_name_is_read_through_a_process_in_it(
+    tap_in_unnamed_netns: UnnamedNetnsTap,
+) -> None:
+    """docker's and unshare's namespaces have no /run/netns bind mount: discovery labels them net:[inode]."""
+    t = tap_in_unnamed_netns
+    label = f"net:[{t.netns_inode}]"
+    got = read_counters([(label, t.tap), (label, "vhrnosuchdev")])
+    assert set(got) == {(label, t.tap)}
+    with open(f"/proc/{t.pid}/net/dev") as f:  # the holder's own view of its netns
+        line = next(x for x in f if x.split(":")[0].strip() == t.tap)
+    assert got[(label, t.tap)].rx_packets == int(line.split(":")[1].split()[1])
+    # A label whose netns no process is in any more is absent, not an error.
+    assert read_counters([("net:[1]", "lo")]) == {}
 
 
 def test_reads_leave_the_process_in_its_netns() -> None:

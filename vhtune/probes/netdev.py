@@ -8,7 +8,8 @@ that setns()-ed reads its own namespace through /proc/thread-self/net/dev.
 
 setns(CLONE_NEWNET) moves only the calling thread. A foreign netns (a bind mount /run/netns/NAME made by
 ``ip netns add``) is read by a fresh threading.Thread that setns()-es, reads and exits; never a pooled
-thread, which would stay in the foreign netns. Nothing is kept open on a foreign netns, so a read never
+thread, which would stay in the foreign netns. A netns with no /run/netns name ("net:[inode]") is joined
+through /proc/PID/ns/net of a process inside it. Nothing is kept open on a foreign netns, so a read never
 keeps a deleted namespace (and its taps) alive. "root" is the netns of the thread-group leader (the
 netns vhtune started in); a caller thread in it reads directly, without a thread.
 
@@ -97,9 +98,42 @@ def _in_root() -> bool:
 def _ns_path(netns: str) -> str | None:
     if netns == ROOT:
         return "/proc/self/ns/net"
+    if netns.startswith("net:["):
+        return _unnamed_ns_path(netns)
     if not netns or "/" in netns or netns in (".", ".."):
         return None  # not a name under /run/netns
     return f"/run/netns/{netns}"
+
+
+# inode → a pid last seen inside that unnamed netns (checked before each use: pids are reused).
+_member_of: dict[int, int] = {}
+
+
+def _unnamed_ns_path(label: str) -> str | None:
+    """``/proc/PID/ns/net`` of a process inside the netns labelled ``net:[inode]``: a netns with no bind mount
+    under /run/netns (docker's, one made by unshare) is reachable only through a task in it. A remembered pid
+    costs one stat; else /proc is walked until one is found (one stat per process). None when no process is
+    left inside (the netns is gone, or only a bind mount elsewhere keeps it)."""
+    inode = netns_inode(label)
+    if inode is None:
+        return None
+    pid = _member_of.get(inode)
+    if pid is not None and _ns_ino(pid) == inode:
+        return f"/proc/{pid}/ns/net"
+    _member_of.pop(inode, None)
+    with os.scandir("/proc") as it:
+        for d in it:
+            if d.name.isdigit() and _ns_ino(int(d.name)) == inode:
+                _member_of[inode] = int(d.name)
+                return f"/proc/{d.name}/ns/net"
+    return None
+
+
+def _ns_ino(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
 
 
 def netns_inode(netns: str) -> int | None:
@@ -159,7 +193,8 @@ def _read_in(path: str, names: set[str], out: dict[str, NetdevCounters], err: li
 
 
 def read_counters(wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], NetdevCounters]:
-    """Counters of each (netns, ifname); netns is "root" or a name under /run/netns.
+    """Counters of each (netns, ifname); netns is "root", a name under /run/netns or "net:[inode]" (read
+    through a process inside it).
 
     A device or netns that does not exist is absent from the result. Raises CapabilityError when a
     netns cannot be joined (not root: opening /run/netns/NAME or setns() is refused)."""
