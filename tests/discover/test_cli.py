@@ -37,6 +37,10 @@ def test_rendering_names_vm_threads_netdevs_and_backend(runner: CliRunner, libvi
         "pmd-c02/id:5",
     ):
         assert text in out, f"{text!r} missing from:\n{out}"
+    # Each thread's scheduling, as chrt names it (the fixture's PMD thread runs at SCHED_FIFO 20).
+    pmd = next(line for line in out.splitlines() if "pmd-c02/id:5" in line)
+    assert "SCHED_FIFO 20" in pmd, out
+    assert "SCHED_OTHER nice 0" in next(line for line in out.splitlines() if "CPU 1/KVM" in line)
 
 
 def test_rendering_shows_a_virtio_user_frontends_lcores(runner: CliRunner, frontend_host: Path) -> None:  # noqa: F811

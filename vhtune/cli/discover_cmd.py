@@ -12,6 +12,7 @@ from vhtune.cli.output import console, emit_json, table
 from vhtune.cpulist import format_cpulist
 from vhtune.discover import discover as take_snapshot
 from vhtune.discover.model import ROLE_FRONTEND, BackendInfo, Snapshot, TapInfo, ThreadInfo, VMInfo
+from vhtune.tune.knobs import describe_value
 
 
 def _cpus(cpus: tuple[int, ...]) -> str:
@@ -25,6 +26,7 @@ def _thread_rows(threads: list[ThreadInfo]) -> list[tuple[object, ...]]:
             t.tid,
             t.role,
             _cpus(t.affinity),
+            _sched(t),
             "-" if t.last_cpu is None else t.last_cpu,
             "-" if t.numa_node is None else t.numa_node,
         )
@@ -32,7 +34,14 @@ def _thread_rows(threads: list[ThreadInfo]) -> list[tuple[object, ...]]:
     ]
 
 
-_THREAD_COLS = ["thread", "tid", "role", "affinity", "last cpu", "node"]
+_THREAD_COLS = ["thread", "tid", "role", "affinity", "sched", "last cpu", "node"]
+
+
+def _sched(t: ThreadInfo) -> str:
+    """As the thread-sched knob and chrt show it: SCHED_FIFO 10, SCHED_OTHER nice 0."""
+    if t.policy is None:
+        return "-"
+    return describe_value("thread-sched", {"policy": t.policy, "priority": t.rt_priority or 0, "nice": t.nice or 0})
 
 
 def _tap_detail(tap: TapInfo | None) -> str:
