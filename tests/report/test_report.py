@@ -81,6 +81,7 @@ def test_markdown_and_json(rec: api.Recording, tmp_path: Path) -> None:
     assert "`backend-cpu-contention`" in md and "taskset -pc" in md and "ip link set dev vht2 txqueuelen 1000" in md
     # Values as an operator reads them, not Python reprs of the knob's data.
     assert "SCHED_OTHER nice 0 → SCHED_FIFO 10" in md and "{'policy'" not in md
+    assert "runq_pct" in md and ">= 10 % in" in md  # the threshold carries its unit too
     data = json.loads(api.write_report(rec, findings, tmp_path / "r.json", "json").read_text())
     assert [f["id"] for f in data["findings"]] == [f.id for f in findings]
     assert data["recording"]["lost_events"] == 0 and data["recording"]["intervals"] == 30

@@ -41,19 +41,21 @@ class Evidence:
     last: str | None = None
     note: str = ""
 
-    def short(self) -> str:
+    def _crossing(self) -> str:
+        """ "metric value unit op threshold unit": the part short() and sentence() share."""
         v = "n/a" if self.value is None else _fmt(self.value)
         unit = self.unit and " " + self.unit
-        share = f"{100 * self.share:.0f} % of intervals"
-        return f"{self.metric} {v}{unit} {self.op} {_fmt(self.threshold)}{unit} in {share}"
+        return f"{self.metric} {v}{unit} {self.op} {_fmt(self.threshold)}{unit}"
+
+    def short(self) -> str:
+        return f"{self._crossing()} in {100 * self.share:.0f} % of intervals"
 
     def sentence(self) -> str:
-        v = "n/a" if self.value is None else _fmt(self.value)
         if self.source == "context":
+            v = "n/a" if self.value is None else _fmt(self.value)
             return f"{self.metric}: {v}{self.unit and ' ' + self.unit}" + (f" ({self.note})" if self.note else "")
-        return (
-            f"{self.metric} {v}{self.unit and ' ' + self.unit} {self.op} {_fmt(self.threshold)}"
-            f" in {self.intervals} interval(s) ({100 * self.share:.0f} %)" + (f"; {self.note}" if self.note else "")
+        return f"{self._crossing()} in {self.intervals} interval(s) ({100 * self.share:.0f} %)" + (
+            f"; {self.note}" if self.note else ""
         )
 
 
