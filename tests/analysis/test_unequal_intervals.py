@@ -78,7 +78,7 @@ def test_cpu_seen_busy_share_uses_the_intervals_own_lengths(rec: Recording) -> N
     )
     comp["slices"] = 1
     rec.tables["competitors"] = comp[rec.competitors.columns]
-    assert _running(rec, WORKER) == []
+    assert _running(rec, (None, WORKER)) == []
 
 
 def test_measured_oncpu_used_for_placement_is_time_weighted(rec: Recording) -> None:
@@ -88,4 +88,5 @@ def test_measured_oncpu_used_for_placement_is_time_weighted(rec: Recording) -> N
 
     stretch_first(rec, 10.0)
     t = rec.threads[rec.threads["tid"] == WORKER]
-    assert _measured_oncpu(rec)[WORKER] == pytest.approx(100.0 * t["oncpu_ns"].sum() / (t["interval_s"].sum() * 1e9))
+    me = (int(t["pid"].iloc[0]), WORKER)
+    assert _measured_oncpu(rec)[me] == pytest.approx(100.0 * t["oncpu_ns"].sum() / (t["interval_s"].sum() * 1e9))

@@ -213,3 +213,35 @@ def test_a_thread_under_sched_ext_gets_vhtunes_own_rollback(tmp_path: Path) -> N
     top = _top(tmp_path, "cpu-hog", worker_sched=("ext", 0))
     fifo = next(r for r in top.recommendations if r.knob == "thread-sched")
     assert fifo.current["policy"] == "ext" and fifo.rollback == "vhtune tune rollback PLAN"
+
+
+@pytest.mark.parametrize("order", ["healthy-then-contended", "contended-then-healthy"])
+def test_a_reused_tid_under_a_new_pid_is_another_thread(tmp_path: Path, order: str) -> None:
+    """pid_max wrapped: a back-end restarted halfway got a worker whose tid another process's exited worker had.
+    Two threads, two series, and the contention finding (and the CPU it proposes) for the contended one only."""
+    sick = 1 if order == "healthy-then-contended" else 0
+    spec = SynthSpec(vms=2, duration_s=20, faults={sick: "cpu-hog"}, reuse_tid=(0, 1), seed=2)
+    rec = api.load(write_synthetic(tmp_path / "reuse", spec))
+    s = rec.thread_summary
+    workers = s[s["role"] == "backend-worker"]
+    assert len(workers) == 2 and workers["tid"].nunique() == 1
+    tid = int(workers["tid"].iloc[0])
+    assert set(workers["pid"]) == {200_000, 200_010}
+    runq = dict(zip(workers["pid"], workers["runq_pct"], strict=True))
+    sick_pid, well_pid = 200_000 + 10 * sick, 200_010 - 10 * sick
+    assert runq[sick_pid] > 20 > 1 > runq[well_pid]  # not a blend of the two
+    assert set(workers["intervals"]) == {10}
+    assert dict(zip(workers["pid"], workers["path"], strict=True)) == {200_000: "vm0", 200_010: "vm1"}
+    tm = rec.thread_metrics
+    assert len(tm[(tm["tid"] == tid) & (tm["pid"] == sick_pid)]) == 10
+    cont = [f for f in api.analyze(rec) if f.id == "backend-cpu-contention"]
+    assert len(cont) == 1
+    f = cont[0]
+    assert (f.details["pid"], f.details["tid"], f.path) == (sick_pid, tid, f"vm{sick}")
+    assert f"pid {sick_pid}" in f.subject and f"tid {tid}" in f.subject  # one tid, two threads: which one
+    assert api.measure(rec, f).value == pytest.approx(runq[sick_pid], rel=0.01)
+    # Its own CPU (discovery's affinity of that pid's thread), not the other one's: VM i's worker is on CPU 2i.
+    cpus = dict(zip(workers["pid"], workers["cpus"], strict=True))
+    assert cpus == {200_000: (0,), 200_010: (2,)}
+    move = next(r for r in f.recommendations if r.knob == "thread-affinity")
+    assert move.current == str(2 * sick)

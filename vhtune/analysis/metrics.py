@@ -50,29 +50,36 @@ def _tap_path_col(rec: Recording, df: pd.DataFrame) -> pd.Series:
     return _labels(keys.map(path_of))
 
 
+def thread_key(pid: pd.Series, tid: pd.Series) -> pd.Series:
+    """One int64 per thread (pid, tid): a thread is both (a tid can come back under another pid), and one
+    integer column groups and maps as fast as the tid alone did."""
+    return pid.astype("int64") * (1 << 32) + tid.astype("int64")
+
+
 def _path_col(rec: Recording, df: pd.DataFrame, pid_col: str = "pid", tid_col: str | None = None) -> pd.Series:
     by_pid = rec.topology.path_of_pid()
     out = df[pid_col].map(by_pid)
     if tid_col is not None:
-        by_tid = rec.topology.path_of_tid()
-        out = df[tid_col].map(by_tid).fillna(out)
+        by_thread = {(p << 32) + t: path for (p, t), path in rec.topology.path_of_thread().items()}
+        out = thread_key(df[pid_col], df[tid_col]).map(by_thread).fillna(out)
     return _labels(out)
 
 
-def hist_quantiles(hist: pd.DataFrame, by: str, qs: tuple[float, ...] = (0.5, 0.99)) -> pd.DataFrame:
+def hist_quantiles(hist: pd.DataFrame, by: str | list[str], qs: tuple[float, ...] = (0.5, 0.99)) -> pd.DataFrame:
     """Quantiles of merged log2 histograms (columns by, bucket, count) → one row per ``by``, in ns.
 
     The value is the upper edge 2**(bucket+1) of the bucket holding the quantile (as the recorder does).
     """
     if not len(hist):
         return pd.DataFrame(columns=[f"q{q}" for q in qs], dtype="float64")
-    h = hist.groupby([by, "bucket"], as_index=False, sort=True)["count"].sum()
+    keys = [by] if isinstance(by, str) else list(by)
+    h = hist.groupby([*keys, "bucket"], as_index=False, sort=True)["count"].sum()
     h["cum"] = h.groupby(by)["count"].cumsum()
     total = h.groupby(by)["count"].transform("sum")
     out = {}
     for q in qs:
         hit = h[h["cum"] >= q * total]
-        out[f"q{q}"] = np.power(2.0, hit.groupby(by)["bucket"].first() + 1)
+        out[f"q{q}"] = np.power(2.0, hit.groupby(keys)["bucket"].first() + 1)
     return pd.DataFrame(out)
 
 
@@ -128,37 +135,41 @@ def thread_summary(rec: Recording) -> pd.DataFrame:
     ]
     if not len(tm):
         return pd.DataFrame(columns=cols)
-    g = tm.groupby("tid", sort=True)
+    # One row per thread (pid, tid): a tid that came back under another pid is another thread.
+    key = thread_key(tm["pid"], tm["tid"]).rename("thread")
+    g = tm.groupby(key, sort=True)
     iv = tm["interval_s"].where(tm["interval_s"] > 0)
     s = pd.DataFrame(
         {
             "pid": g["pid"].first(),
+            "tid": g["tid"].first(),
             "comm": g["comm"].last(),
             "role": g["role"].last(),
             "path": g["path"].last(),
             "intervals": g.size(),
             # Intervals differ in length (a stalled loop stretches one): time-weighted, not a mean of per-interval %.
-            "oncpu_pct": time_weighted_mean(tm["oncpu_pct"], iv, tm["tid"]),
+            "oncpu_pct": time_weighted_mean(tm["oncpu_pct"], iv, key),
             "oncpu_p90": g["oncpu_pct"].quantile(0.9),
-            "saturated_share": (tm["oncpu_pct"] >= SATURATED_PCT).groupby(tm["tid"]).mean(),
-            "runq_pct": time_weighted_mean(tm["runq_pct"], iv, tm["tid"]),
-            "wakeups_per_s": tm["wakeups"].where(iv.notna()).groupby(tm["tid"]).sum(min_count=1)
-            / iv.groupby(tm["tid"]).sum(min_count=1),
+            "saturated_share": (tm["oncpu_pct"] >= SATURATED_PCT).groupby(key).mean(),
+            "runq_pct": time_weighted_mean(tm["runq_pct"], iv, key),
+            "wakeups_per_s": tm["wakeups"].where(iv.notna()).groupby(key).sum(min_count=1)
+            / iv.groupby(key).sum(min_count=1),
         }
     )
     hist = rec.runq_hist
     if len(hist):
-        q = hist_quantiles(hist.reset_index(), "tid")
+        h = hist.reset_index()
+        q = hist_quantiles(h.assign(thread=thread_key(h["pid"], h["tid"])), "thread")
         s["runq_p50_us"] = q["q0.5"].reindex(s.index) / 1e3
         s["runq_p99_us"] = q["q0.99"].reindex(s.index) / 1e3
     else:
         s["runq_p50_us"] = g["runq_p50_us"].median()
         s["runq_p99_us"] = g["runq_p99_us"].max()
-    info = rec.topology.threads
-    s["cpus"] = [tuple(info.get(int(tid), {}).get("affinity") or ()) for tid in s.index]
-    s["node"] = [info.get(int(tid), {}).get("numa_node") for tid in s.index]
-    s.index.name = "tid"
-    return s.reset_index()[cols]
+    topo = rec.topology
+    info = [topo.thread(int(t), int(p)) for p, t in zip(s["pid"], s["tid"], strict=True)]
+    s["cpus"] = [tuple(i.get("affinity") or ()) for i in info]
+    s["node"] = [i.get("numa_node") for i in info]
+    return s.reset_index(drop=True)[cols]
 
 
 def _sum_by(df: pd.DataFrame, cols: list[str], rename: dict[str, str] | None = None) -> pd.DataFrame:

@@ -99,6 +99,9 @@ class SynthSpec:
     worker_sched: tuple[str, int] = ("other", 0)  # the back-end worker's policy and real-time priority
     worker_nice: int = 0
     netns_per_vm: bool = False  # Kata Containers: every VM's tap is named tap0_kata, in a netns kata-<i> of its own
+    # (a, b): VM a's back-end exits halfway through and VM b's starts then, its worker getting VM a's worker's
+    # tid (pid_max wrapped): one tid, two pids, two threads in turn. Rows of a's back-end end, b's begin, there.
+    reuse_tid: tuple[int, int] | None = None
 
 
 # The front-end's two recorded threads per kind: comm, role, on-CPU and run-queue keys of the profile.
@@ -140,7 +143,20 @@ def _vms(spec: SynthSpec) -> list[_VM]:
         fe = (qemu + 1, qemu + 2) if spec.frontend == "kvm" else (qemu + 1, qemu)
         tap, netns = ("tap0_kata", f"kata-{i}") if spec.netns_per_vm else (f"vht{i}", "root")
         out.append(_VM(i, p, qemu, fe, 200_000 + 10 * i, 200_001 + 10 * i, tap, be_cpu, vcpu_cpu, netns))
+    if spec.reuse_tid is not None:
+        a, b = spec.reuse_tid
+        out[b].worker = out[a].worker
     return out
+
+
+def _reused(spec: SynthSpec, vms: list[_VM], df: pd.DataFrame, mid: pd.Timestamp) -> pd.DataFrame:
+    """``spec.reuse_tid``: rows of the first back-end before ``mid`` only, of the second from ``mid`` on."""
+    if spec.reuse_tid is None or "pid" not in df.columns or not len(df):
+        return df
+    a, b = (vms[i].backend for i in spec.reuse_tid)
+    ts = pd.to_datetime(df["ts"], utc=True)
+    gone = ((df["pid"] == a) & (ts >= mid)) | ((df["pid"] == b) & (ts < mid))
+    return df[~gone]
 
 
 def snapshot(spec: SynthSpec) -> Snapshot:
@@ -442,6 +458,7 @@ def write_synthetic(out: Path | str, spec: SynthSpec | None = None, *, complete:
     start = pd.Timestamp("2026-01-01T00:00:00Z")
     rows: dict[str, int] = {}
     seq = 0
+    mid = start + pd.Timedelta(seconds=n_iv // 2 * spec.interval_s + spec.interval_s / 2)
     for first in range(0, n_iv, spec.chunk_intervals):
         seq += 1
         count = min(spec.chunk_intervals, n_iv - first)
@@ -451,6 +468,7 @@ def write_synthetic(out: Path | str, spec: SynthSpec | None = None, *, complete:
             freq=pd.Timedelta(seconds=spec.interval_s),
         )
         for name, df in _chunk(spec, vms, ts, rng).items():
+            df = _reused(spec, vms, df, mid)
             if not len(df):
                 continue
             tdir = d / name

@@ -3,7 +3,10 @@
 A path is one VM's (or front-end's) network data path: its front-end process (QEMU, a DPDK virtio-user, the
 lab's KVM VM), its back-end (a vhost-user process or the VM's vhost-net workers), their threads, the taps the
 back-end holds, and the NUMA placement. Detectors speak about paths, threads and taps; the per-path metrics
-join the tables through the maps built here (pid → path, tid → path, tap → path).
+join the tables through the maps built here (pid → path, (pid, tid) → path, tap → path).
+
+A thread is (pid, tid): a recording can outlive a process, and once pid_max wraps a new thread may get the tid an
+exited thread of another process had. Lookups by tid alone are for callers that have no pid.
 
 Without a snapshot (a recording made with ``-p`` of unknown processes) every process with a back-end thread
 becomes a path of its own and the taps are shared among them only when there is exactly one.
@@ -43,12 +46,31 @@ class Path:
 @dataclass
 class Topology:
     paths: list[Path]
-    threads: dict[int, dict[str, Any]]  # tid → the snapshot's ThreadInfo as a dict
+    threads: dict[tuple[int, int], dict[str, Any]]  # (pid, tid) → the snapshot's ThreadInfo as a dict
     taps: dict[str, dict[str, Any]]  # ifname → TapInfo as a dict (the first netns's, when a name is in several)
     cpu_node: dict[int, int]  # CPU → NUMA node
     vm_names: dict[int, str]  # front-end pid → name
     # (netns, ifname) → TapInfo as a dict: one netns per VM (Kata) gives several taps of one name
     tap_info: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _tid_index: tuple[int, dict[int, dict[str, Any]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def thread(self, tid: int, pid: int | None = None) -> dict[str, Any]:
+        """Discovery's (or the recording's) info on thread (pid, tid), {} when unknown; with no pid, the last one
+        seen with that tid (several pids may have had it)."""
+        if pid is not None:
+            return self.threads.get((int(pid), int(tid)), {})
+        return self._by_tid().get(int(tid), {})
+
+    def pids_of_tid(self, tid: int) -> list[int]:
+        """Every pid a thread with this tid had in the recording (more than one: the tid was reused)."""
+        return sorted(p for p, t in self.threads if t == int(tid))
+
+    def _by_tid(self) -> dict[int, dict[str, Any]]:
+        if self._tid_index is None or self._tid_index[0] != len(self.threads):  # rebuilt when threads were added
+            self._tid_index = (len(self.threads), {t: info for (_p, t), info in self.threads.items()})
+        return self._tid_index[1]
 
     def tap(self, ifname: str, netns: str | None) -> dict[str, Any]:
         """The discovered tap ``ifname`` of ``netns`` ({} when discovery did not see it); by name alone when
@@ -76,10 +98,31 @@ class Topology:
         return out
 
     def path_of_tid(self) -> dict[int, str]:
+        """tid → path, for callers without a pid (a tid reused by another process maps to the first path)."""
         out: dict[int, str] = {}
         for p in self.paths:
             for tid in (*p.backend_tids, *p.vcpu_tids):
                 out.setdefault(tid, p.name)
+        return out
+
+    def path_of_thread(self) -> dict[tuple[int, int], str]:
+        """(pid, tid) → path of the paths' back-end and vCPU threads. A tid known under several pids belongs to
+        a path under the pids of that path only (its back-end's, its front-end's); one under a pid outside
+        every path (a vhost-net kernel worker) maps under each pid it had."""
+        pids_of: dict[int, list[int]] = {}
+        for pid, tid in self.threads:
+            pids_of.setdefault(tid, []).append(pid)
+        out: dict[tuple[int, int], str] = {}
+        for p in self.paths:
+            for tids, own in (
+                (p.backend_tids, [p.backend_pid] if p.backend_pid is not None else []),
+                (p.vcpu_tids, p.frontend_pids),
+            ):
+                for tid in tids:
+                    had = pids_of.get(tid, [])
+                    mine = [x for x in had if x in own] or had or own
+                    for pid in mine:
+                        out.setdefault((pid, tid), p.name)
         return out
 
     def path_of_tap(self) -> dict[str, str]:
@@ -107,25 +150,25 @@ def from_snapshot(snap: dict[str, Any] | None, threads: pd.DataFrame) -> Topolog
     """Paths from the manifest's ``discovery`` (may be None) plus the threads table (tid, pid, comm, role)."""
     snap = snap or {}
     vms = {int(v["pid"]): v for v in snap.get("vms", [])}
-    thread_info = {int(t["tid"]): t for t in snap.get("threads", [])}
+    thread_info = {(int(t["pid"]), int(t["tid"])): t for t in snap.get("threads", [])}
     taps: dict[str, dict[str, Any]] = {}
     tap_info: dict[tuple[str, str], dict[str, Any]] = {}
     for t in snap.get("taps", []):
         taps.setdefault(str(t["name"]), t)
         tap_info[(str(t.get("netns") or "root"), str(t["name"]))] = t
     cpu_node = {int(c["cpu"]): int(c.get("node", 0)) for c in snap.get("cpus", [])}
-    recorded = threads.drop_duplicates("tid")[["pid", "tid", "comm", "role"]] if len(threads) else None
+    recorded = threads.drop_duplicates(["pid", "tid"])[["pid", "tid", "comm", "role"]] if len(threads) else None
     if recorded is not None:
         for r in recorded.to_dict("records"):
-            tid = int(r["tid"])
-            thread_info.setdefault(tid, {"pid": int(r["pid"]), "tid": tid, "comm": r["comm"], "role": r["role"]})
+            pid, tid = int(r["pid"]), int(r["tid"])
+            thread_info.setdefault((pid, tid), {"pid": pid, "tid": tid, "comm": r["comm"], "role": r["role"]})
     comm_of_pid: dict[int, str] = {}
     for t in thread_info.values():
         if int(t["tid"]) == int(t["pid"]):
             comm_of_pid[int(t["pid"])] = str(t["comm"])
 
     def tids(pid: int, roles: tuple[str, ...]) -> list[int]:
-        return sorted(t for t, i in thread_info.items() if int(i["pid"]) == pid and i.get("role") in roles)
+        return sorted(t for (p, t), i in thread_info.items() if p == pid and i.get("role") in roles)
 
     def taps_of(pid: int) -> list[str]:
         return _taps_held_by(tap_info, pid)
@@ -218,7 +261,7 @@ def add_counted_backends(topo: Topology, pids: list[int]) -> None:
     """Back-ends whose counters the recording has but discovery did not place on a path get a path of their own."""
     known = {pid for p in topo.paths for pid in p.pids}
     for pid in sorted(set(pids) - known):
-        mine = {t: i for t, i in topo.threads.items() if int(i["pid"]) == pid}
+        mine = {t: i for (p, t), i in topo.threads.items() if p == pid}
         workers = [
             t
             for t, i in mine.items()

@@ -23,16 +23,21 @@ POLL_MODE = ("dpdk", "ovs")
 
 
 def _backend_threads(rec: Recording) -> list[tuple[int, pd.DataFrame, Path | None]]:
+    """(tid, its rows, its path) of every back-end thread; a thread is (pid, tid), so a tid that came back under
+    another pid (a restarted back-end after pid_max wrapped) is two entries."""
     tm = rec.thread_metrics
     be = tm[tm["role"].isin(BACKEND_ROLES)]
     out = []
-    for tid, g in be.groupby("tid", sort=True):
+    for (_pid, tid), g in be.groupby(["pid", "tid"], sort=True):
         path = rec.topology.by_name(str(g["path"].iloc[-1]))
         out.append((int(str(tid)), g, path))
     return out
 
 
-def _subject(g: pd.DataFrame, tid: int) -> str:
+def _subject(rec: Recording, g: pd.DataFrame, tid: int) -> str:
+    pid = int(g["pid"].iloc[-1])
+    if len(rec.topology.pids_of_tid(tid)) > 1:  # the tid was reused: say which of its threads
+        return f"thread {g['comm'].iloc[-1]} (pid {pid}, tid {tid})"
     return f"thread {g['comm'].iloc[-1]} (tid {tid})"
 
 
@@ -41,12 +46,16 @@ def _finding(rec: Recording, det: Detector, tid: int, g: pd.DataFrame, ev: Evide
         rec,
         det,
         ev,
-        subject=_subject(g, tid),
+        subject=_subject(rec, g, tid),
         subject_kind="thread",
         path=str(g["path"].iloc[-1]),
         details={"tid": tid, "pid": int(g["pid"].iloc[-1]), "comm": str(g["comm"].iloc[-1])},
         quality=quality,
     )
+
+
+def _pid(g: pd.DataFrame) -> int:
+    return int(g["pid"].iloc[-1])
 
 
 def _top_competitor(rec: Recording, comp: pd.DataFrame, f: Finding) -> tuple[pd.Series, str]:
@@ -57,11 +66,11 @@ def _top_competitor(rec: Recording, comp: pd.DataFrame, f: Finding) -> tuple[pd.
     return top, describe(rec, int(top["pid"]), int(top["tid"]), str(top["comm"]))
 
 
-def _move(rec: Recording, tid: int, comm: str, choice: CpuChoice, why: str) -> Recommendation | None:
+def _move(rec: Recording, pid: int, tid: int, comm: str, choice: CpuChoice, why: str) -> Recommendation | None:
     """The thread-affinity move ``choice`` allows, with the risk of a CPU that is not really free."""
     if not choice.cpus:
         return None
-    move = R.affinity(tid, comm, cpus_of(rec, tid), choice.cpus, why)
+    move = R.affinity(tid, comm, cpus_of(rec, tid, pid), choice.cpus, why)
     occupant = choice.shared.get(choice.cpus[0])
     if occupant is not None:
         move.risk = f"{occupant.sentence()}: they will share it"
@@ -117,8 +126,8 @@ def saturated(rec: Recording, det: Detector) -> list[Finding]:
                     "ethtool -L eth0 combined 1",
                 )
             )
-        choice = choose_cpu(rec, tid, set())
-        move = _move(rec, tid, comm, choice, "other tasks on a shared CPU")
+        choice = choose_cpu(rec, tid, set(), _pid(g))
+        move = _move(rec, _pid(g), tid, comm, choice, "other tasks on a shared CPU")
         if move is not None:
             recs.append(move)
         _explain_no_move(f, choice)
@@ -129,7 +138,7 @@ def saturated(rec: Recording, det: Detector) -> list[Finding]:
 
 def _fifo_or_why_not(rec: Recording, f: Finding, tid: int, comm: str, why: str) -> Recommendation | None:
     """The SCHED_FIFO recommendation; when the thread is real-time already, evidence that says so instead."""
-    current = sched_of(rec, tid)
+    current = sched_of(rec, tid, int(f.details["pid"]))
     fifo = R.sched_fifo(tid, comm, why, current)
     if fifo is None and current is not None:
         f.evidence.append(
@@ -143,14 +152,14 @@ def _fifo_or_why_not(rec: Recording, f: Finding, tid: int, comm: str, why: str) 
     return fifo
 
 
-def _competitors(rec: Recording, tid: int) -> pd.DataFrame:
+def _competitors(rec: Recording, pid: int, tid: int) -> pd.DataFrame:
     c = rec.competitors
     if not len(c):
         return c
-    cpus = cpus_of(rec, tid)
+    cpus = cpus_of(rec, tid, pid)
     if cpus and len(cpus) < len(all_cpus(rec)):
         c = c[c["cpu"].isin(cpus)]
-    c = c[c["tid"] != tid]
+    c = c[(c["tid"] != tid) | (c["pid"] != pid)]  # the same tid under another pid is another task
     g = pd.DataFrame(c.groupby(["pid", "tid", "comm", "cpu"], as_index=False)["ns"].sum())
     return g.sort_values("ns", ascending=False)
 
@@ -164,7 +173,7 @@ def contention(rec: Recording, det: Detector) -> list[Finding]:
             continue
         f = _finding(rec, det, tid, g, ev)
         comm = str(g["comm"].iloc[-1])
-        comp = _competitors(rec, tid)
+        comp = _competitors(rec, _pid(g), tid)
         why = "other tasks"
         avoid: set[int] = set()
         if len(comp):
@@ -177,9 +186,9 @@ def contention(rec: Recording, det: Detector) -> list[Finding]:
             )
             avoid = {int(x) for x in comp["cpu"]}
         f.evidence.append(context("run-queue wait p99", float(g["runq_p99_us"].median()), "µs"))
-        choice = choose_cpu(rec, tid, avoid)
+        choice = choose_cpu(rec, tid, avoid, _pid(g))
         fifo = _fifo_or_why_not(rec, f, tid, comm, f"it no longer queues behind {why}")
-        move = _move(rec, tid, comm, choice, why)
+        move = _move(rec, _pid(g), tid, comm, choice, why)
         # A really free CPU first; without one, priority on its own CPU first and a move to a shared CPU second.
         ordered = [move, fifo] if choice.clean else [fifo, move]
         recs = [r for r in ordered if r is not None]
@@ -200,7 +209,7 @@ def wakeup_latency(rec: Recording, det: Detector) -> list[Finding]:
             continue
         f = _finding(rec, det, tid, g, ev)
         comm = str(g["comm"].iloc[-1])
-        comp = _competitors(rec, tid)
+        comp = _competitors(rec, _pid(g), tid)
         if len(comp):
             top, who = _top_competitor(rec, comp, f)
             f.evidence.append(context("ran before it", float(top["ns"]) / 1e6, "ms", f"{who} on CPU {int(top['cpu'])}"))

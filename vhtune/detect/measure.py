@@ -1,8 +1,8 @@
 """The metric a finding's fix should move, measured on any recording of the same data path: what a closed loop
 (`vhtune tune auto`: record → analyze → apply → record again) compares before and after.
 
-``measure(rec, finding)`` finds the finding's subject in ``rec`` (the same thread by tid, else by name on the same
-path; the same tap; the same path) and returns the target metric over the whole recording, which way is better,
+``measure(rec, finding)`` finds the finding's subject in ``rec`` (the same thread by (pid, tid), else by name on the
+same path; the same tap; the same path) and returns the target metric over the whole recording, which way is better,
 and the path's packet rate (a fix must not buy its metric with throughput).
 """
 
@@ -80,8 +80,10 @@ def _path_value(rec: Recording, path: str, metric: str) -> tuple[float | None, f
 
 def _thread_rows(rec: Recording, f: Finding) -> pd.DataFrame:
     tm = rec.thread_metrics
-    tid = f.details.get("tid")
+    tid, pid = f.details.get("tid"), f.details.get("pid")
     rows = tm[tm["tid"] == tid] if tid is not None else tm.iloc[0:0]
+    if pid is not None:  # a thread is (pid, tid): the tid may have come back under another process
+        rows = rows[rows["pid"] == pid]
     if not len(rows):  # restarted: the same thread name on the same path
         rows = tm[(tm["comm"] == f.details.get("comm")) & (tm["path"] == f.path)]
     return rows

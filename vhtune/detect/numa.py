@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from vhtune.detect.table import Detector
 
 
-def _node(rec: Recording, tid: int) -> int | None:
-    info = rec.topology.threads.get(tid, {})
+def _node(rec: Recording, tid: int, pid: int | None) -> int | None:
+    info = rec.topology.thread(tid, pid)
     aff = [int(c) for c in info.get("affinity") or []]
     nodes = {rec.topology.cpu_node.get(c) for c in aff}
     if len(nodes) == 1 and None not in nodes:
@@ -31,14 +31,16 @@ def cross_numa(rec: Recording, det: Detector) -> list[Finding]:
     out = []
     th = det.threshold("remote_nodes")
     for path in rec.topology.paths:
-        home = set(path.memory_nodes) or {n for t in path.vcpu_tids if (n := _node(rec, t)) is not None}
+        # A path's threads are (its front-end's pid, tid) and (its back-end's pid, tid); tid alone where unknown.
+        fpid = path.frontend_pids[0] if len(path.frontend_pids) == 1 else None
+        home = set(path.memory_nodes) or {n for t in path.vcpu_tids if (n := _node(rec, t, fpid)) is not None}
         if not home:
             continue
         for tid in path.backend_tids:
-            node = _node(rec, tid)
+            node = _node(rec, tid, path.backend_pid)
             if node is None or node in home:
                 continue
-            comm = str(rec.topology.threads.get(tid, {}).get("comm", tid))
+            comm = str(rec.topology.thread(tid, path.backend_pid).get("comm", tid))
             ev = Evidence(
                 th.metric,
                 1.0,
@@ -56,10 +58,12 @@ def cross_numa(rec: Recording, det: Detector) -> list[Finding]:
                 rec,
                 det,
                 ev,
-                subject=f"thread {comm} (tid {tid})",
+                subject=f"thread {comm} (tid {tid})"
+                if path.backend_pid is None or len(rec.topology.pids_of_tid(tid)) < 2
+                else f"thread {comm} (pid {path.backend_pid}, tid {tid})",
                 subject_kind="thread",
                 path=path.name,
-                details={"tid": tid, "node": node, "home": sorted(home)},
+                details={"tid": tid, "pid": path.backend_pid, "node": node, "home": sorted(home)},
                 quality=0.9,
                 sev="warning",
                 context_evidence=(context("back-end node", float(node), ""),),

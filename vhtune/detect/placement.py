@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from vhtune.analysis.metrics import _interval_by_ts, time_weighted_mean
+from vhtune.analysis.metrics import _interval_by_ts, thread_key, time_weighted_mean
 from vhtune.analysis.topology import DATAPATH_ROLES
 
 if TYPE_CHECKING:
@@ -55,15 +55,16 @@ class CpuChoice:
         return "; ".join(held[:SHOWN]) + more
 
 
-def cpus_of(rec: Recording, tid: int) -> list[int]:
-    aff = rec.topology.threads.get(tid, {}).get("affinity") or []
+def cpus_of(rec: Recording, tid: int, pid: int | None = None) -> list[int]:
+    """Thread (pid, tid)'s allowed CPUs as discovery read them; by tid alone only for a caller without a pid."""
+    aff = rec.topology.thread(tid, pid).get("affinity") or []
     return sorted(int(c) for c in aff)
 
 
-def sched_of(rec: Recording, tid: int) -> dict[str, Any] | None:
+def sched_of(rec: Recording, tid: int, pid: int | None = None) -> dict[str, Any] | None:
     """The thread's scheduling as discovery read it (the thread-sched knob's value shape); None when the
     recording predates that (discovery without policy)."""
-    t = rec.topology.threads.get(tid, {})
+    t = rec.topology.thread(tid, pid)
     if t.get("policy") is None:
         return None
     return {"policy": str(t["policy"]), "priority": int(t.get("rt_priority") or 0), "nice": int(t.get("nice") or 0)}
@@ -80,15 +81,16 @@ def all_cpus(rec: Recording) -> list[int]:
 
 def describe(rec: Recording, pid: int, tid: int, comm: str) -> str:
     """Who a thread is on the data paths: "vCPU CPU 0/KVM of vm0", "front-end lcore rte-worker-0 of …"."""
-    info = rec.topology.threads.get(tid, {})
+    info = rec.topology.thread(tid, pid)
     for p in rec.topology.paths:
-        if tid in p.vcpu_tids:
+        # A tid on a path is that path's thread only under that path's pid (or any, where discovery gave none).
+        if tid in p.vcpu_tids and (pid in p.frontend_pids or not p.frontend_pids):
             return f"vCPU {comm} of {p.name}"
         if pid in p.frontend_pids:
             # discovery gives a DPDK lcore (rte-worker-N) its lcore index as the queue
             lcore = info.get("role") == "frontend" and info.get("queue") is not None
             return f"front-end {'lcore' if lcore else 'thread'} {comm} of {p.name}"
-        if tid in p.backend_tids:
+        if tid in p.backend_tids and (p.backend_pid is None or pid == p.backend_pid):
             return f"back-end thread {comm} of {p.name}"
     return f"{comm} (pid {pid})"
 
@@ -97,25 +99,33 @@ def _datapath_pids(rec: Recording) -> set[int]:
     return {pid for p in rec.topology.paths for pid in p.pids}
 
 
-def _measured_oncpu(rec: Recording) -> dict[int, float]:
-    """On-CPU % of every thread the recording measured, over the intervals' own lengths (a stall stretches one)."""
+def _measured_oncpu(rec: Recording) -> dict[tuple[int, int], float]:
+    """On-CPU % of every thread (pid, tid) the recording measured, over the intervals' own lengths (a stall
+    stretches one)."""
     tm = rec.thread_metrics
     if not len(tm):
         return {}
-    pct = time_weighted_mean(tm["oncpu_pct"], tm["interval_s"].where(tm["interval_s"] > 0), tm["tid"])
-    return {int(str(t)): float(v) for t, v in pct.dropna().items()}
+    key = thread_key(tm["pid"], tm["tid"])
+    pct = time_weighted_mean(tm["oncpu_pct"], tm["interval_s"].where(tm["interval_s"] > 0), key)
+    pct = pct.dropna()
+    return {(int(k) >> 32, int(k) & 0xFFFFFFFF): float(v) for k, v in zip(pct.index, pct.to_numpy(), strict=True)}
 
 
-def _pinned(rec: Recording, tid: int, ncpu: int) -> list[Occupant]:
+def _is(pid: int, tid: int, me: tuple[int | None, int]) -> bool:
+    """Thread (pid, tid) is ``me`` ((pid or None when not known, tid))."""
+    return tid == me[1] and (me[0] is None or pid == me[0])
+
+
+def _pinned(rec: Recording, me: tuple[int | None, int], ncpu: int) -> list[Occupant]:
     """Threads of the data paths pinned to some CPUs (not all), with how busy the recording saw them."""
     datapath, oncpu = _datapath_pids(rec), _measured_oncpu(rec)
     out: list[Occupant] = []
-    for t, info in rec.topology.threads.items():
+    for (pid, t), info in rec.topology.threads.items():
         aff = [int(c) for c in info.get("affinity") or []]
-        pid, role = int(info.get("pid", -1)), info.get("role")
-        if t == tid or not 0 < len(aff) < ncpu or (role not in DATAPATH_ROLES and pid not in datapath):
+        role = info.get("role")
+        if _is(pid, t, me) or not 0 < len(aff) < ncpu or (role not in DATAPATH_ROLES and pid not in datapath):
             continue
-        pct = oncpu.get(t)
+        pct = oncpu.get((pid, t))
         if pct is None:
             # Not measured: a data-path thread (vCPU, worker, lcore) is assumed busy, anything else unknown.
             busy, load = role in DATAPATH_ROLES, "pinned there (not recorded)"
@@ -128,14 +138,15 @@ def _pinned(rec: Recording, tid: int, ncpu: int) -> list[Occupant]:
     return out
 
 
-def _running(rec: Recording, tid: int) -> list[Occupant]:
+def _running(rec: Recording, me: tuple[int | None, int]) -> list[Occupant]:
     """Data-path threads whose affinity discovery did not see, seen running on a CPU for a real share of the span."""
     c = rec.competitors
     if not len(c):
         return []
     # The intervals' own lengths: a stalled loop stretches one past the nominal interval_s.
     span_ns = max(1.0, float(_interval_by_ts(rec).sum() or rec.intervals * rec.interval_s) * 1e9)
-    mine = c[c["pid"].isin(_datapath_pids(rec)) & (c["tid"] != tid)]
+    itself = (c["tid"] == me[1]) & (c["pid"] == me[0]) if me[0] is not None else c["tid"] == me[1]
+    mine = c[c["pid"].isin(_datapath_pids(rec)) & ~itself]
     per = pd.DataFrame(mine.groupby(["pid", "tid", "cpu"], as_index=False).agg(ns=("ns", "sum"), comm=("comm", "last")))
     per = per[per["ns"] >= BUSY_PCT / 100 * span_ns]
     out = []
@@ -148,15 +159,15 @@ def _running(rec: Recording, tid: int) -> list[Occupant]:
     return out
 
 
-def choose_cpu(rec: Recording, tid: int, avoid: set[int]) -> CpuChoice:
+def choose_cpu(rec: Recording, tid: int, avoid: set[int], pid: int | None = None) -> CpuChoice:
     """A CPU to move ``tid`` to. Clean: not its own, not in ``avoid`` (where its competitors ran), no pinned
     data-path thread there. Otherwise a CPU shared only with a light or unmeasured pinned thread, or one its
     competitors ran on. Never one a busy data-path thread holds: that trades one contention for another."""
     everything = all_cpus(rec)
-    own = set(cpus_of(rec, tid))
+    own = set(cpus_of(rec, tid, pid))
     taken: dict[int, Occupant] = {}
     shared: dict[int, Occupant] = {}
-    occupants = _pinned(rec, tid, len(everything)) + _running(rec, tid)
+    occupants = _pinned(rec, (pid, tid), len(everything)) + _running(rec, (pid, tid))
     # Per CPU the busiest measured thread speaks for it (the recording watched it), then unmeasured ones.
     occupants.sort(key=lambda o: (o.pct is None, -(o.pct or 0.0)))
     for o in occupants:

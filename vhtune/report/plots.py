@@ -89,11 +89,14 @@ def backend_cpu(rec: Recording, paths: list[str]) -> bytes:
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
     tm = rec.thread_metrics
     be = tm[tm["role"].isin(("vhost-worker", "backend-worker")) & tm["path"].isin(paths)]
-    for (path, tid), g in be.groupby(["path", "tid"]):
-        a1.plot(_thin(g["oncpu_pct"]).index, _thin(g["oncpu_pct"]).to_numpy(), label=f"{path} {tid}", linewidth=1.2)
+    n_pids = be.groupby("tid")["pid"].nunique()
+    reused = set(n_pids[n_pids > 1].index)
+    for (path, pid, tid), g in be.groupby(["path", "pid", "tid"]):  # a thread is (pid, tid): a tid may be reused
+        label = f"{path} {pid}/{tid}" if tid in reused else f"{path} {tid}"
+        a1.plot(_thin(g["oncpu_pct"]).index, _thin(g["oncpu_pct"]).to_numpy(), label=label, linewidth=1.2)
         p99 = _thin(g["runq_p99_us"].dropna())
         if len(p99):
-            a2.plot(p99.index, p99.to_numpy(), label=f"{path} {tid}", linewidth=1.2)
+            a2.plot(p99.index, p99.to_numpy(), label=label, linewidth=1.2)
     a1.set_title("Back-end threads: on-CPU")
     a1.set_ylabel("% of one CPU")
     a2.set_title("Back-end threads: run-queue wait p99")
