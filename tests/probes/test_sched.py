@@ -112,3 +112,24 @@ def test_removed_target_stops_counting(maps: ProbeMaps) -> None:
         assert d.threads == {}
         time.sleep(0.2)
         assert maps.read().threads == {}
+
+
+def test_a_tid_under_another_pid_is_a_new_target_and_a_rename_is_not(maps: ProbeMaps) -> None:
+    """Re-discovery finds a watched tid under another pid (pid_max wrapped: another process's new thread): its
+    old target is let go and a new one added, counters from zero. A new comm alone keeps the target."""
+    with spawned(SPIN.format(secs=2), cpu=0) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
+        tid = proc.pid
+        _watch(maps, tid)
+        ts = TargetSet()
+        ts.add_thread(ThreadTarget(tid, tid, "renamed", "backend-worker"))
+        ch = maps.apply(ts)
+        assert (ch.added, ch.removed) == ([], [])
+        assert maps.targets.threads[tid].comm == "renamed"
+        ts = TargetSet()
+        ts.add_thread(ThreadTarget(tid, tid + 1, "other", "backend-worker"))
+        ch = maps.apply(ts)
+        assert ch.removed == [f"thread {tid} (pid {tid})"]
+        assert ch.added == [f"thread {tid} (other, backend-worker)"]
+        assert maps.targets.threads[tid] == ThreadTarget(tid, tid + 1, "other", "backend-worker")
+        assert tid in maps.read().threads  # still watched (the kernel names the task by tid)

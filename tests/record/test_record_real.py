@@ -202,3 +202,49 @@ def test_group_signal_during_the_compile_is_a_clean_stop(
     m = read_manifest(out)
     assert m["complete"] is True and m["stop_reason"] == signal.Signals(sig).name
     assert not Path(f"/proc/{child}").exists()  # the compile child is gone, not left running
+
+
+# A thread named vhr-before when the recording starts renames itself vhr-after on a line on stdin.
+RENAMER = """
+import ctypes, sys, threading, time
+libc = ctypes.CDLL(None)
+def worker():
+    libc.prctl(15, b"vhr-before", 0, 0, 0)  # PR_SET_NAME
+    print("go", flush=True)
+    sys.stdin.readline()
+    libc.prctl(15, b"vhr-after", 0, 0, 0)
+    print("renamed", flush=True)
+    end = time.monotonic() + 30
+    while time.monotonic() < end: time.sleep(0.002)
+threading.Thread(target=worker).start()
+"""
+
+
+def test_a_renamed_thread_is_recorded_under_its_new_name_after_rediscovery(tmp_path: Path) -> None:
+    """Rows carry the comm re-discovery saw last, and the run's summary names the thread by its latest comm."""
+    proc = subprocess.Popen([sys.executable, "-c", RENAMER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
+        out = tmp_path / "rec"
+        args = ["-p", str(proc.pid), "--duration", "4", "--interval", "0.25", "--refresh", "0.3", "--json"]
+        with RecordProcess(out, *args) as rec:
+            rec.wait_flushes(1)
+            assert proc.stdin is not None
+            proc.stdin.write("rename\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "renamed"
+            stdout, stderr = rec.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert rec.returncode == 0, stderr
+    df = read_table(out, "threads")
+    mine = df[df["comm"].isin(["vhr-before", "vhr-after"])].sort_values("ts")
+    assert mine["tid"].nunique() == 1 and set(mine["pid"]) == {proc.pid}
+    tid = int(mine["tid"].iloc[0])
+    comms = list(mine["comm"])
+    assert comms[0] == "vhr-before" and comms[-1] == "vhr-after"
+    assert comms == sorted(comms, key=lambda c: c == "vhr-after")  # once renamed, never the old name again
+    summary = json.loads(stdout)
+    (entry,) = [t for t in summary["threads"] if t["tid"] == tid]
+    assert (entry["pid"], entry["comm"]) == (proc.pid, "vhr-after")

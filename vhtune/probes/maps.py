@@ -172,6 +172,12 @@ class ProbeMaps:
                 self._drop_thread(tid)
                 ch.removed.append(f"thread {tid}")
             for tid, t in want.threads.items():
+                old = self.targets.threads.get(tid)
+                if old is not None and old.pid != t.pid:
+                    # The tid now names a thread of another process (pid_max wrapped): a new thread, whose
+                    # counters start at zero, not the old one's carried on. A rename keeps its counters.
+                    self._drop_thread(tid)
+                    ch.removed.append(f"thread {tid} (pid {old.pid})")
                 if tid not in self.targets.threads:
                     if not _try(ch, f"thread {tid}", self._add_thread, t):
                         continue

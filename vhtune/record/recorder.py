@@ -384,8 +384,10 @@ class Recorder:
 
     def _accumulate(self, rows: Rows) -> None:
         for r in rows.get("threads", []):
+            # A thread is (pid, tid): a tid may come back under another process. Its comm and role are the
+            # latest rows' (a thread may rename itself), not the first ones seen.
             a = self._acc["threads"].setdefault(
-                r["tid"],
+                (r["pid"], r["tid"]),
                 {
                     "pid": r["pid"],
                     "tid": r["tid"],
@@ -398,6 +400,7 @@ class Recorder:
                     "max_p99_ns": 0.0,
                 },
             )
+            a["comm"], a["role"] = r["comm"], r["role"]
             a["oncpu_ns"] += r["oncpu_ns"]
             a["runq_ns"] += r["runq_ns"]
             a["runq_count"] += r["runq_count"]
