@@ -25,12 +25,19 @@ def main(argv: list[str]) -> int:
     default, others = available()
     if not names:
         names = default
-    rc = 0
+    # Every name is checked before any benchmark runs (one takes minutes; a typo after it must not wait).
+    mods = []
     for name in names:
+        if name.startswith("-"):
+            print(f"bench: {name!r} is an option: give it after --, e.g. python -m bench {names[0]} -- {name}")
+            return 2
         mod = name if (here / f"{name}.py").exists() else f"{name}_bench"
         if not (here / f"{mod}.py").exists():
             print(f"bench: no benchmark {name!r} (have: {', '.join(default + others)})")
             return 2
+        mods.append(mod)
+    rc = 0
+    for mod in mods:
         fn = importlib.import_module(f"bench.{mod}").main
         if inspect.signature(fn).parameters:
             rc |= int(fn(rest) or 0)

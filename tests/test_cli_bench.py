@@ -38,3 +38,11 @@ def test_outside_a_checkout_it_says_where_the_benchmarks_are(
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("vhtune: error: the benchmarks ship with the source tree")
     assert "Traceback" not in err
+
+
+def test_names_are_checked_before_any_benchmark_runs() -> None:
+    """`python -m bench record --help` used to run the record benchmark for minutes, then refuse '--help'."""
+    for argv, said in ((["record", "--help"], "'--help' is an option"), (["counters", "nosuch"], "'nosuch'")):
+        p = subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and said in p.stdout, p.stdout
+        assert "read_counters" not in p.stdout  # counters did not run first
