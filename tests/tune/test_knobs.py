@@ -255,3 +255,13 @@ def test_the_knob_reads_policies_by_the_names_discovery_gives_them() -> None:
     from vhtune.tune.knobs.thread import _POLICIES
 
     assert {name: SCHED_POLICY_NAMES[number] for name, number in _POLICIES.items()} == {n: n for n in _POLICIES}
+
+
+@pytest.mark.parametrize("policy", ["deadline", "ext"])
+def test_a_policy_the_knob_cannot_set_is_refused_with_the_reason(policy: str) -> None:
+    from vhtune.tune.knobs.thread import ThreadSchedKnob
+
+    knob = ThreadSchedKnob(Target("thread", {"tid": os.getpid()}))
+    with pytest.raises(TuneError, match="cannot set scheduling policy") as exc:
+        knob.normalize({"policy": policy})
+    assert "by hand" in str(exc.value.hint)

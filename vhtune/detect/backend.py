@@ -14,6 +14,7 @@ from vhtune.detect import recommend as R
 from vhtune.detect.evaluate import context, crossing, found
 from vhtune.detect.finding import Evidence, Finding, Recommendation
 from vhtune.detect.placement import CpuChoice, all_cpus, choose_cpu, cpus_of, describe, sched_of
+from vhtune.discover.model import REALTIME_POLICIES
 
 if TYPE_CHECKING:
     from vhtune.analysis.recording import Recording
@@ -140,7 +141,7 @@ def _fifo_or_why_not(rec: Recording, f: Finding, tid: int, comm: str, why: str) 
     """The SCHED_FIFO recommendation; when the thread is real-time already, evidence that says so instead."""
     current = sched_of(rec, tid, int(f.details["pid"]))
     fifo = R.sched_fifo(tid, comm, why, current)
-    if fifo is None and current is not None:
+    if fifo is None and current is not None and current["policy"] in REALTIME_POLICIES:
         f.evidence.append(
             context(
                 "real-time priority already", float(current["priority"]), "",
@@ -149,6 +150,14 @@ def _fifo_or_why_not(rec: Recording, f: Finding, tid: int, comm: str, why: str) 
             )
         )  # fmt: skip
         f.explanation += " No real-time priority is proposed: the thread has one already (see the evidence)."
+    elif fifo is None and current is not None:
+        f.evidence.append(
+            context(
+                "scheduling class vhtune cannot restore", None, "",
+                f"SCHED_{current['policy'].upper()}: a change to SCHED_FIFO could not be rolled back by vhtune",
+            )
+        )  # fmt: skip
+        f.explanation += " No real-time priority is proposed: vhtune could not put the thread's class back."
     return fifo
 
 

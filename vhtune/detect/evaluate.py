@@ -49,8 +49,9 @@ def crossing(series: pd.Series, th: Threshold, total: int, note: str = "") -> Ev
     )
 
 
-def context(metric: str, value: float, unit: str, note: str = "") -> Evidence:
-    """A supporting value shown with the evidence (not a threshold of its own)."""
+def context(metric: str, value: float | None, unit: str, note: str = "") -> Evidence:
+    """A supporting value shown with the evidence (not a threshold of its own); ``value`` None for a fact that
+    is only its note."""
     return Evidence(metric, value, float("nan"), "=", unit, "context", 1.0, 0, note=note)
 
 

@@ -52,7 +52,9 @@ class Evidence:
 
     def sentence(self) -> str:
         if self.source == "context":
-            v = "n/a" if self.value is None else _fmt(self.value)
+            if self.value is None:
+                return f"{self.metric}: {self.note}"
+            v = _fmt(self.value)
             return f"{self.metric}: {v}{self.unit and ' ' + self.unit}" + (f" ({self.note})" if self.note else "")
         return f"{self._crossing()} in {self.intervals} interval(s) ({100 * self.share:.0f} %)" + (
             f"; {self.note}" if self.note else ""

@@ -11,9 +11,9 @@ from typing import Any
 from vhtune.analysis.topology import Path
 from vhtune.detect.finding import Recommendation
 from vhtune.discover.model import REALTIME_POLICIES
-from vhtune.errors import TuneError
-from vhtune.tune.knob import Knob, Target, format_cpulist
+from vhtune.tune.knob import Target, format_cpulist
 from vhtune.tune.knobs import KNOBS
+from vhtune.tune.knobs.thread import ThreadSchedKnob
 
 
 def _tune(knob: str, target: str, value: Any) -> dict[str, Any]:
@@ -55,13 +55,12 @@ FIFO_PRIORITY = 10
 
 
 def sched_fifo(tid: int, comm: str, why: str, current: dict[str, Any] | None) -> Recommendation | None:
-    """SCHED_FIFO at FIFO_PRIORITY; None when the thread is already real-time at least that high (or
-    SCHED_DEADLINE), where the same command would change nothing. ``current``: discovery's value, None when
-    the recording does not have it."""
-    if (
-        current is not None
-        and current["policy"] in REALTIME_POLICIES
-        and (current["policy"] == "deadline" or current["priority"] >= FIFO_PRIORITY)
+    """SCHED_FIFO at FIFO_PRIORITY; None when the thread is already real-time at least that high (the same
+    command would change nothing) or under a policy vhtune cannot put back (SCHED_DEADLINE, SCHED_EXT).
+    ``current``: discovery's value, None when the recording does not have it."""
+    if current is not None and (
+        not ThreadSchedKnob.settable(current["policy"])
+        or (current["policy"] in REALTIME_POLICIES and current["priority"] >= FIFO_PRIORITY)
     ):
         return None
     value: dict[str, Any] = {"policy": "fifo", "priority": FIFO_PRIORITY}
@@ -77,20 +76,9 @@ def sched_fifo(tid: int, comm: str, why: str, current: dict[str, Any] | None) ->
         command=knob.command(value),
         expected=f"{comm} preempts normal tasks as soon as it wakes: {why}",
         risk="a busy real-time thread can starve everything else on its CPU (RT throttling caps it at 95 %)",
-        rollback=_restore_command(knob, current),
+        rollback=knob.command(current) if current is not None else "vhtune tune rollback PLAN",
         **_tune("thread-sched", f"tid={tid}", value),
     )
-
-
-def _restore_command(knob: Knob, current: Any) -> str:
-    """The command that puts ``current`` back; vhtune's own rollback where no command can say it (unknown, or
-    a policy the knob cannot set, such as sched_ext's SCHED_EXT)."""
-    if current is None:
-        return "vhtune tune rollback PLAN"
-    try:
-        return knob.command(current)
-    except TuneError:
-        return "vhtune tune rollback PLAN"
 
 
 def txqueuelen(dev: str, netns: str, current: int | None, proposed: int) -> Recommendation:

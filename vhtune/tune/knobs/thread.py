@@ -84,6 +84,11 @@ class ThreadSchedKnob(Knob):
 
     name = "thread-sched"
 
+    @staticmethod
+    def settable(policy: str) -> bool:
+        """Whether this knob can set (and so put back) ``policy``."""
+        return policy in _POLICIES
+
     @classmethod
     def describe(cls, value: Value) -> str:
         """As chrt(1) -p prints it: "SCHED_FIFO 10"; "SCHED_OTHER nice 5" where only nice matters."""
@@ -99,6 +104,12 @@ class ThreadSchedKnob(Knob):
         if not isinstance(value, dict):
             raise TuneError(f"{self.name} takes policy/priority/nice, got {value!r}", 'e.g. {"policy": "fifo"}')
         policy = str(value.get("policy", "other"))
+        if policy in SCHED_POLICY_NAMES.values() and policy not in _POLICIES:
+            raise TuneError(
+                f"vhtune cannot set scheduling policy {policy!r}, so it leaves a thread under it alone (it could not "
+                "put it back)",
+                "SCHED_DEADLINE needs sched_setattr(2) and SCHED_EXT a loaded BPF scheduler: change it by hand",
+            )
         if policy not in _POLICIES:
             raise TuneError(f"unknown scheduling policy {policy!r}", f"use one of {', '.join(_POLICIES)}")
         rt = policy in ("fifo", "rr")
