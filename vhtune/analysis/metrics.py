@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from vhtune.analysis.topology import BACKEND_ROLES
+from vhtune.discover.model import tap_ref
 
 if TYPE_CHECKING:
     from vhtune.analysis.recording import Recording
@@ -29,12 +30,6 @@ SATURATED_PCT = 90.0  # a thread at ≥ 90 % of one CPU has no headroom left (AR
 def _labels(s: pd.Series) -> pd.Series:
     """Mapped path names, "" where none (a map with no hit comes back as float NaN, not as strings)."""
     return s.astype("object").where(s.notna(), "").astype("string")
-
-
-def tap_ref(netns: str, ifname: str) -> str:
-    """How findings and tables name a tap: ``ifname`` in the root netns (or an unknown one), ``NETNS/ifname``
-    elsewhere (as ``vhtune record --tap`` takes it): one netns per VM (Kata) gives several taps of one name."""
-    return ifname if netns in ("root", "?", "") else f"{netns}/{ifname}"
 
 
 def _tap_path_col(rec: Recording, df: pd.DataFrame) -> pd.Series:

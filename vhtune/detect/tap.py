@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from vhtune.analysis.metrics import tap_ref
 from vhtune.detect import recommend as R
 from vhtune.detect.evaluate import context, crossing, found, rate
 from vhtune.detect.finding import Finding
 from vhtune.detect.notify import _finding as path_finding
 from vhtune.detect.notify import _paths
+from vhtune.discover.model import tap_ref
 
 if TYPE_CHECKING:
     from vhtune.analysis.recording import Recording

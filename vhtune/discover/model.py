@@ -29,6 +29,13 @@ SCHED_POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: 
 REALTIME_POLICIES = ("fifo", "rr", "deadline")
 
 
+def tap_ref(netns: str, ifname: str) -> str:
+    """How findings, tables and the recording's change log name a tap: ``ifname`` in the root netns (or an unknown
+    one), ``NETNS/ifname`` elsewhere (as ``vhtune record --tap`` takes it): one netns per VM (Kata) gives several
+    taps of one name."""
+    return ifname if netns in ("root", "?", "") else f"{netns}/{ifname}"
+
+
 @dataclass
 class ThreadInfo:
     pid: int  # thread-group id (the process)

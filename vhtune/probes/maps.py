@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vhtune.counters import counter_deltas
+from vhtune.discover.model import tap_ref
 from vhtune.errors import ProbeError
 from vhtune.probes import layouts as L
 from vhtune.probes.loader import Probes
@@ -186,12 +187,12 @@ class ProbeMaps:
         if self.p.has("net"):
             for tkey in [k for k in self.targets.taps if k not in want.taps]:
                 self._drop_tap(tkey)
-                ch.removed.append(f"tap {tap_label(tkey)}")
+                ch.removed.append(f"tap {tap_ref(*tkey)}")
             for tkey, tap in sorted(want.taps.items()):
                 if tkey not in self.targets.taps:
-                    if not _try(ch, f"tap {tap_label(tkey)}", self._add_tap, tap):
+                    if not _try(ch, f"tap {tap_ref(*tkey)}", self._add_tap, tap):
                         continue
-                    ch.added.append(f"tap {tap_label(tkey)}")
+                    ch.added.append(f"tap {tap_ref(*tkey)}")
                 self.targets.taps[tkey] = tap
             self.tap_warnings = self._name_clashes(want)
         if self.p.has("notify"):
@@ -495,11 +496,6 @@ class ProbeMaps:
                     "wait_ns": v.wait_ns,
                 }
             )
-
-
-def tap_label(key: TapKey) -> str:
-    """A tap in the manifest's changes: its name, and its netns unless that is vhtune's own."""
-    return key[1] if key[0] == "root" else f"{key[1]} (netns {key[0]})"
 
 
 def _try(ch: Changes, what: str, add: Any, target: Any) -> bool:
