@@ -21,6 +21,7 @@ from vhtune.lab.guestinit import Workload
 from vhtune.lab.image import ensure_image
 from vhtune.lab.names import lab_name, run_dir
 from vhtune.lab.netns import Netns
+from vhtune.lab.proc import wait_for
 from vhtune.lab.qemu import GuestConfig, QemuGuest
 from vhtune.lab.record_hook import RecordHook
 from vhtune.lab.scenario_base import (
@@ -182,14 +183,6 @@ def guest_rx(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack) ->
 
 
 # --- DPDK front-end scenarios ----------------------------------------------------------------------------
-def _wait_counted(be: LabBackend, key: str, target: int, timeout: float = 5.0) -> None:
-    """Until the back-end's ``key`` counter reaches ``target``, at most ``timeout`` s (the caller's check then says
-    whether it did)."""
-    end = time.monotonic() + timeout
-    while be.stats()[key] < target and time.monotonic() < end:
-        time.sleep(0.01)
-
-
 def _dpdk(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack, port: str, fe_mode: str) -> dict[str, Any]:
     place = Placement()
     bopts = BackendOptions(port=port, cpu=place.backend_cpu, queues=opts.queues, gen_size=opts.size)
@@ -227,7 +220,9 @@ def _dpdk(opts: RunOptions, faults: FaultSet, stack: contextlib.ExitStack, port:
     if fe_mode == "txonly":
         # testpmd's last bursts may still sit in the TX ring when it stops (256 descriptors: a back-end at burst 1
         # under load takes a while); the back-end counts them once it has drained the ring.
-        _wait_counted(be, "from_guest_packets", before["from_guest_packets"] + dpdk.total(fwd, "tx_packets"))
+        sent_total = before["from_guest_packets"] + dpdk.total(fwd, "tx_packets")
+        with contextlib.suppress(LabError):  # not drained within 5 s: the count check below says so
+            wait_for(lambda: be.stats()["from_guest_packets"] >= sent_total, 5.0, "the back-end to drain the ring")
     after = be.finish()
     delta = after["from_guest_packets"] - before["from_guest_packets"]
     delta_to = after["to_guest_packets"] - before["to_guest_packets"]
