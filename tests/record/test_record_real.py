@@ -188,15 +188,18 @@ def test_group_signal_during_the_compile_is_a_clean_stop(
 ) -> None:
     # systemd's stop (KillMode=control-group) and a closed terminal signal every process of the unit / group,
     # the compile child included: the stop must still be clean, not "the probe compiler exited with code -15"
-    # (SIGKILL: the child dies whatever it does, e.g. signalled before its interpreter set its handlers).
+    # (SIGKILL: the child dies whatever it does, e.g. signalled before its interpreter set its handlers). The
+    # agent is signalled first, as systemd does (main pid, then the rest of the cgroup) and as kill(2) to a
+    # process group has it pending before the child can die of it; the child may then die before it even read
+    # the request (a send to it fails with EPIPE).
     out = tmp_path / "rec"
     with RecordProcess(out, "-p", str(target.pid), "--interval", "0.2", "--json") as rec:
         deadline = time.monotonic() + 30
         while (child := _compile_child(rec.pid)) is None:
             assert rec.poll() is None and time.monotonic() < deadline, "no compile child seen"
             time.sleep(0.005)
-        os.kill(child, child_sig)
         rec.send_signal(sig)
+        os.kill(child, child_sig)
         _stdout, stderr = rec.communicate(timeout=60)
     assert rec.returncode == 0, stderr
     m = read_manifest(out)

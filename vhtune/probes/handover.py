@@ -27,14 +27,16 @@ def load_in_child(families: list[str], config: object, ncpus: int, timeout: floa
         )
         child.close()
         cfg = dataclasses.asdict(config)  # type: ignore[call-overload]
-        parent.sendall(json.dumps({"families": families, "config": cfg}).encode())
         parent.settimeout(timeout)
         try:
+            parent.sendall(json.dumps({"families": families, "config": cfg}).encode())
             msg, fds, _flags, _addr = socket.recv_fds(parent, MAX_MSG, MAX_FDS)
         except TimeoutError:
             proc.kill()
             raise ProbeError(f"compiling the probes took more than {timeout:.0f} s") from None
-        except OSError:  # the child died mid-reply (killed): said as below, with its exit code
+        except OSError:
+            # The child died before it read the request (EPIPE: a group signal can reach it before its
+            # interpreter ignores them) or mid-reply: said as below, with its exit code.
             msg, fds = b"", []
         finally:
             try:
