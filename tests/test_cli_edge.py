@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -19,6 +20,8 @@ def _raise_for_test(kind: str) -> None:
         raise CapabilityError("tracefs is not mounted", "mount -t tracefs nodev /sys/kernel/tracing")
     if kind == "rec":
         raise RecordingError("recording /x is not a vhtune recording")
+    if kind == "pipe":
+        raise BrokenPipeError(32, "Broken pipe")
     raise RuntimeError("a bug")
 
 
@@ -40,6 +43,25 @@ def test_expected_errors_become_one_line(
 def test_unexpected_errors_keep_their_traceback() -> None:
     with pytest.raises(RuntimeError):
         main(["_raise_for_test", "bug"])
+
+
+def test_a_broken_pipe_that_is_not_stdout_keeps_its_traceback() -> None:
+    # click would turn it into a silent exit 1: a compile child or back-end socket gone must not vanish so.
+    with pytest.raises(RuntimeError, match="unexpected broken pipe"):
+        main(["_raise_for_test", "pipe"])
+
+
+def test_a_closed_stdout_reader_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r, w = os.pipe()
+    os.close(r)  # `vhtune … | head` after head exited
+    with open(w, "w") as broken:
+        monkeypatch.setattr(sys, "stdout", broken)
+        with pytest.raises(SystemExit):
+            main(["_raise_for_test", "pipe"])
+        monkeypatch.undo()
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_usage_error_from_click_exits_2() -> None:

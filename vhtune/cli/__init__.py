@@ -7,6 +7,7 @@ line on stderr and the error's exit code at this edge.
 from __future__ import annotations
 
 import importlib
+import select
 import sys
 
 import click
@@ -30,7 +31,28 @@ COMMANDS = {
 }
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reader has closed (poll(2) reports POLLERR on its write end)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a StringIO (tests) or closed
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _fd, events in poller.poll(0))
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            # click ends any EPIPE with a silent exit 1. Right for `vhtune analyze | head`; but a peer socket
+            # or child pipe that broke is a bug to see, with its traceback.
+            if _stdout_reader_gone():
+                raise
+            raise RuntimeError(f"unexpected broken pipe (not stdout): {exc}") from exc
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMANDS) | set(self.commands))
 
