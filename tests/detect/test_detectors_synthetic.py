@@ -11,6 +11,7 @@ from vhtune import api
 from vhtune.analysis.synthetic import FAULTS, SynthSpec, write_synthetic
 from vhtune.detect.finding import Finding
 from vhtune.detect.table import BY_ID, DETECTORS
+from vhtune.report.summary import path_table
 
 EXPECTED = {
     "cpu-hog": ("backend-cpu-contention", "thread-affinity"),
@@ -199,6 +200,11 @@ def test_same_named_taps_of_two_netns_are_told_apart(tmp_path: Path) -> None:
     assert qlen["kata-1"] != qlen["kata-0"] and txq.current == qlen["kata-1"]  # its own tap's, not the first
     # Each VM's path lists the tap it holds (the second one was listed under no path: taps by name kept the first).
     assert {p.name: p.taps for p in rec.topology.paths} == {"vm0": ["tap0_kata"], "vm1": ["tap0_kata"]}
+    # The reports' path table names each VM's own tap the way findings and `--tap` do.
+    assert {row["path"]: row["taps"] for row in path_table(rec)} == {
+        "vm0": "kata-0/tap0_kata",
+        "vm1": "kata-1/tap0_kata",
+    }
 
 
 def test_real_time_priority_keeps_the_threads_nice(tmp_path: Path) -> None:

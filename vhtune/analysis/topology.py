@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from vhtune.discover.model import tap_ref
+
 BACKEND_ROLES = ("vhost-worker", "backend-worker")
 # Threads that carry a path's packets (discovery's roles): vCPUs, back-end workers, non-VM front-ends' lcores.
 DATAPATH_ROLES = ("vcpu", *BACKEND_ROLES, "frontend")
@@ -89,6 +91,13 @@ class Topology:
             if path is not None:
                 out[key] = path
         return out
+
+    def tap_refs(self, path: Path) -> list[str]:
+        """``path``'s taps as tables name them (``NETNS/NAME`` outside the root netns, see tap_ref): the ones its
+        processes hold, plus recorded taps discovery did not see, by name."""
+        held = sorted(tap_ref(ns, name) for (ns, name), p in self.path_of_tap_key().items() if p == path.name)
+        named = {ref.rsplit("/", 1)[-1] for ref in held}
+        return held + [t for t in path.taps if t not in named]
 
     def path_of_pid(self) -> dict[int, str]:
         out: dict[int, str] = {}

@@ -52,7 +52,7 @@ def path_table(rec: Recording) -> list[dict[str, Any]]:
                 "backend": f"{p.backend_kind} pid {p.backend_pid}"
                 if p and p.backend_pid
                 else (p.backend_kind if p else ""),
-                "taps": ",".join(p.taps) if p else "",
+                "taps": ",".join(rec.topology.tap_refs(p)) if p else "",
                 "pps": float(sums["packets"]) / s,
                 "kicks_per_s": float(sums["kicks"]) / s,
                 "calls_per_s": float(sums["calls"]) / s,
