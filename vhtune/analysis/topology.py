@@ -67,7 +67,13 @@ class Topology:
 
     def pids_of_tid(self, tid: int) -> list[int]:
         """Every pid a thread with this tid had in the recording (more than one: the tid was reused)."""
-        return sorted(p for p, t in self.threads if t == int(tid))
+        return self._pids_by_tid().get(int(tid), [])
+
+    def _pids_by_tid(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for pid, tid in sorted(self.threads):
+            out.setdefault(tid, []).append(pid)
+        return out
 
     def _by_tid(self) -> dict[int, dict[str, Any]]:
         if self._tid_index is None or self._tid_index[0] != len(self.threads):  # rebuilt when threads were added
@@ -118,9 +124,7 @@ class Topology:
         """(pid, tid) → path of the paths' back-end and vCPU threads. A tid known under several pids belongs to
         a path under the pids of that path only (its back-end's, its front-end's); one under a pid outside
         every path (a vhost-net kernel worker) maps under each pid it had."""
-        pids_of: dict[int, list[int]] = {}
-        for pid, tid in self.threads:
-            pids_of.setdefault(tid, []).append(pid)
+        pids_of = self._pids_by_tid()
         out: dict[tuple[int, int], str] = {}
         for p in self.paths:
             for tids, own in (
