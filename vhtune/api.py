@@ -40,9 +40,10 @@ __all__ = [
 ]
 
 
-def load(directory: Path | str) -> Recording:
-    """A recording directory → Recording (frames per table, topology, derived metrics on access)."""
-    return _load(directory)
+def load(directory: Path | str, *, skip_damaged: bool = False) -> Recording:
+    """A recording directory → Recording (frames per table, topology, derived metrics on access). With
+    ``skip_damaged``, damaged chunks are left out and listed in ``Recording.damaged`` instead of refused."""
+    return _load(directory, skip_damaged=skip_damaged)
 
 
 def analyze(rec: Recording | Path | str, only: tuple[str, ...] = ()) -> list[Finding]:

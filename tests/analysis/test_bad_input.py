@@ -12,6 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from vhtune import api
@@ -69,9 +71,55 @@ def test_damaged_chunk(tmp_path: Path) -> None:
     d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=3))
     chunk = next((d / "taps").glob("*.parquet"))
     chunk.write_bytes(chunk.read_bytes()[:40])
-    with pytest.raises(RecordingError, match="is unreadable"):
+    with pytest.raises(RecordingError, match="is unreadable") as e:
         api.load(d)
+    assert "--skip-damaged" in str(e.value.hint)  # the way to the rest of the recording
     _one_clear_line(_cli("analyze", str(d)), "unreadable")
+
+
+def _damage(d: Path) -> dict[str, Path]:
+    """A 40-interval recording of a CPU hog, 10 intervals per chunk, with three chunks damaged three ways."""
+    threads = sorted((d / "threads").glob("*.parquet"))
+    taps = sorted((d / "taps").glob("*.parquet"))
+    lost = sorted((d / "lost").glob("*.parquet"))
+    assert len(threads) == len(taps) == len(lost) == 4
+    threads[1].write_bytes(threads[1].read_bytes()[:40])  # torn (a bad sector, a partial copy)
+    pq.write_table(pq.read_table(taps[2]).drop_columns(["rx_pps"]), taps[2])  # a column gone
+    t = pq.read_table(lost[3])
+    pq.write_table(t.set_column(t.schema.get_field_index("total"), "total", pa.array(["x"] * len(t))), lost[3])
+    return {"threads": threads[1], "taps": taps[2], "lost": lost[3]}
+
+
+def test_skip_damaged_keeps_the_rest_of_the_recording(tmp_path: Path) -> None:
+    """Nothing is lost to one bad chunk: --skip-damaged leaves out exactly the damaged chunks, says which, and
+    the findings of the rest are still there."""
+    d = write_synthetic(tmp_path / "r", SynthSpec(vms=1, duration_s=40, chunk_intervals=10, faults={0: "cpu-hog"}))
+    whole = api.load(d)
+    bad = _damage(d)
+    with pytest.raises(RecordingError, match=re.escape(f"chunk {bad['threads']} is unreadable")):
+        api.load(d)
+    rec = api.load(d, skip_damaged=True)
+    for table, chunk in bad.items():  # each damaged chunk's rows, and only those, are left out
+        left_out = pq.read_metadata(chunk).num_rows if table != "threads" else len(whole.threads) // 4
+        assert len(rec.tables[table]) == len(whole.tables[table]) - left_out, table
+        assert any(s.startswith(f"chunk {chunk} ") for s in rec.damaged), rec.damaged
+    assert "lacks columns ['rx_pps']" in " ".join(rec.damaged)
+    assert "has column total of the wrong type" in " ".join(rec.damaged)
+    assert any(s.startswith("table threads: 30 of the 120 rows") for s in rec.damaged), rec.damaged  # 3 threads
+    assert [f.id for f in api.analyze(rec)][:1] == [f.id for f in api.analyze(whole)][:1] == ["backend-cpu-contention"]
+
+    out = _cli("analyze", str(d), "--skip-damaged")
+    assert out.returncode == 0, out.stderr
+    warnings = out.stderr.splitlines()
+    assert len(warnings) == len(rec.damaged) and all(w.startswith("vhtune: warning: left out: ") for w in warnings)
+    assert "backend-cpu-contention" in out.stdout
+    facts = json.loads(_cli("analyze", str(d), "--skip-damaged", "--json").stdout)["recording"]
+    assert facts["damaged"] == rec.damaged
+    md = tmp_path / "r.md"
+    assert _cli("report", str(d), "--skip-damaged", "-o", str(md)).returncode == 0
+    assert md.read_text().count("**Left out (damaged):**") == len(rec.damaged)
+    assert api.render_report(rec, [], "html").count("<b>Left out (damaged):</b>") == len(rec.damaged)
+    _one_clear_line(_cli("report", str(d), "-o", str(md)), "is unreadable")  # without the flag: refused
 
 
 WRITER = textwrap.dedent(

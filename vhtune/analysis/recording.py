@@ -66,6 +66,8 @@ class Recording:
     manifest: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(repr=False)
     topology: Topology = field(repr=False)
+    # What load(skip_damaged=True) left out, one sentence per damaged chunk or short table ([]: nothing).
+    damaged: list[str] = field(default_factory=list)
 
     # --- raw tables (time-indexed) ---------------------------------------------------------------------
     @property
@@ -198,8 +200,10 @@ class Recording:
         return drops_by_reason(self)
 
 
-def load(directory: Path | str) -> Recording:
-    """Read recording ``directory``; RecordingError (one sentence + hint) for anything that is not one."""
+def load(directory: Path | str, *, skip_damaged: bool = False) -> Recording:
+    """Read recording ``directory``; RecordingError (one sentence + hint) for anything that is not one. With
+    ``skip_damaged``, a chunk that cannot be read (a bad disk, a partial copy) is left out and said in
+    ``Recording.damaged`` instead: the rest of a long recording stays usable."""
     d = Path(directory)
     if not d.exists():
         raise RecordingError(f"{d} does not exist", hint="give the directory `vhtune record -o DIR` wrote")
@@ -210,10 +214,11 @@ def load(directory: Path | str) -> Recording:
     except RecordingError as exc:
         exc.hint = exc.hint or "give the directory `vhtune record -o DIR` wrote"
         raise
+    damaged: list[str] | None = [] if skip_damaged else None
     tables: dict[str, pd.DataFrame] = {}
     for schema in RECORDING_TABLES:
-        tables[schema.name] = _indexed(read_table(d, schema.name))
-    tables["backend_queues"] = _align(_indexed(read_backend_queues(d)), tables["lost"].index, manifest)
+        tables[schema.name] = _indexed(read_table(d, schema.name, damaged))
+    tables["backend_queues"] = _align(_indexed(read_backend_queues(d, damaged)), tables["lost"].index, manifest)
     snap = manifest.get("discovery")
     if snap is not None and not isinstance(snap, dict):
         raise RecordingError(f"{d}/manifest.json has a malformed discovery snapshot")
@@ -230,4 +235,4 @@ def load(directory: Path | str) -> Recording:
             add_backend_tunables(topo, json.loads(tun.read_text()))
         except (OSError, ValueError, AttributeError) as exc:
             raise RecordingError(f"{tun} is unreadable ({exc})") from None
-    return Recording(d, manifest, tables, topo)
+    return Recording(d, manifest, tables, topo, damaged or [])

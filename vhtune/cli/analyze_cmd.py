@@ -7,14 +7,17 @@ from pathlib import Path
 import click
 
 from vhtune.cli import cli
-from vhtune.cli.output import console, emit_json, table
+from vhtune.cli.output import console, emit_json, table, warn_damaged
 
 
 @cli.command("analyze")
 @click.argument("directory", type=click.Path(path_type=Path, readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Findings and recording facts as JSON.")
 @click.option("--only", multiple=True, metavar="ID", help="Run only this detector (repeatable).")
-def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...]) -> None:
+@click.option(
+    "--skip-damaged", is_flag=True, help="Leave out chunks that cannot be read (say which) instead of refusing."
+)
+def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...], skip_damaged: bool) -> None:
     """Find which hop limits each VM in a recording, with evidence and the exact change to make."""
     from vhtune import api
     from vhtune.errors import UsageError
@@ -24,7 +27,8 @@ def analyze_cmd(directory: Path, as_json: bool, only: tuple[str, ...]) -> None:
     bad = [o for o in only if o not in known]
     if bad:
         raise UsageError(f"unknown detector {bad[0]!r}", f"known: {', '.join(sorted(known))}")
-    rec = api.load(directory)
+    rec = api.load(directory, skip_damaged=skip_damaged)
+    warn_damaged(rec.damaged)
     findings = api.analyze(rec, only)
     if as_json:
         emit_json(summary(rec, findings))

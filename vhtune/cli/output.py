@@ -49,3 +49,9 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
     return t
+
+
+def warn_damaged(damaged: Sequence[str]) -> None:
+    """What `--skip-damaged` left out of a recording, one warning line each on stderr (stdout stays the result)."""
+    for sentence in damaged:
+        click.echo(f"vhtune: warning: left out: {sentence}", err=True)

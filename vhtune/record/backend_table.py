@@ -38,5 +38,5 @@ BACKEND_QUEUES = TableSchema(
 )
 
 
-def read_backend_queues(directory: Path) -> pd.DataFrame:
-    return read_chunks(BACKEND_QUEUES, chunk_files(directory, BACKEND_QUEUES.name))
+def read_backend_queues(directory: Path, damaged: list[str] | None = None) -> pd.DataFrame:
+    return read_chunks(BACKEND_QUEUES, chunk_files(directory, BACKEND_QUEUES.name), damaged)

@@ -20,7 +20,10 @@ from vhtune.record.frames import coerce, frame
 from vhtune.record.writer import CHUNK_SUFFIX
 from vhtune.schema import MANIFEST_NAME, RECORDING_FORMAT, SCHEMA_VERSION, TABLES, TableSchema, major
 
-SPOILED = "the recording is damaged: record it again, or copy the whole directory from where it was made"
+SPOILED = (
+    "the recording is damaged: copy the whole directory again from where it was made, or analyze what is left "
+    "with --skip-damaged"
+)
 
 
 def read_manifest(directory: Path | str) -> dict[str, Any]:
@@ -78,53 +81,71 @@ def chunk_files(directory: Path | str, name: str) -> list[Path]:
         ) from None
 
 
-def read_chunks(schema: TableSchema, files: list[Path]) -> pd.DataFrame:
-    """The rows of ``files`` (chunks of ``schema``'s table) in order, with its columns and dtypes; a chunk that
-    cannot be read, lacks a column or holds values of another type is a RecordingError naming it."""
-    parts: list[pd.DataFrame] = []
+def read_chunks(schema: TableSchema, files: list[Path], damaged: list[str] | None = None) -> pd.DataFrame:
+    """The rows of ``files`` (chunks of ``schema``'s table) in order, with its columns and dtypes. A chunk that
+    cannot be read, lacks a column or holds values of another type is a RecordingError naming it; with a
+    ``damaged`` list, that sentence is appended there instead and the chunk's rows are left out."""
+    parts: list[tuple[Path, pd.DataFrame]] = []
     for path in files:
         try:
-            part = pq.read_table(path).to_pandas()
-        except Exception as exc:  # pyarrow raises several types for damaged files
-            raise RecordingError(f"chunk {path} is unreadable ({exc})", hint=SPOILED) from None
-        for col in schema.columns:  # added in a later minor version than the chunk's
-            if col.fill is not None and col.name not in part.columns:
-                part[col.name] = col.fill
-        missing = [c for c in schema.names if c not in part.columns]
-        if missing:
-            raise RecordingError(f"chunk {path} lacks columns {missing} of table {schema.name}", hint=SPOILED)
-        for col in schema.columns:  # Parquet keeps timestamps typed: text there would be parsed as dates
-            if col.dtype.startswith("datetime64") and not pd.api.types.is_datetime64_any_dtype(part[col.name]):
-                raise RecordingError(
-                    f"chunk {path} has column {col.name} of type {part[col.name].dtype}, not a timestamp", hint=SPOILED
-                )
-        parts.append(part)
-    if not parts:
-        return frame(schema, [])
+            parts.append((path, _read_chunk(schema, path)))
+        except RecordingError as exc:
+            if damaged is None:
+                raise
+            damaged.append(exc.message)
+    while True:
+        if not parts:
+            return frame(schema, [])
+        try:
+            return coerce(schema, pd.concat([part for _path, part in parts], ignore_index=True))
+        except (ValueError, TypeError, OverflowError) as exc:  # find the chunk to name (only on this error path)
+            bad, culprit = _mistyped(schema, parts, exc)
+            if damaged is None:
+                raise bad from None
+            damaged.append(bad.message)
+            if culprit is None:  # no one chunk to blame: they disagree among themselves
+                return frame(schema, [])
+            parts = [(path, part) for path, part in parts if path != culprit]
+
+
+def _read_chunk(schema: TableSchema, path: Path) -> pd.DataFrame:
     try:
-        return coerce(schema, pd.concat(parts, ignore_index=True))
-    except (ValueError, TypeError, OverflowError) as exc:  # find the chunk to name (only on this error path)
-        for path, part in zip(files, parts, strict=True):
-            for col in schema.columns:
-                try:
-                    coerce(TableSchema(schema.name, schema.doc, (col,)), part)
-                except (ValueError, TypeError, OverflowError) as err:
-                    raise RecordingError(
-                        f"chunk {path} has column {col.name} of the wrong type for {col.dtype} "
-                        f"({str(err).splitlines()[0][:120]})",
-                        hint=SPOILED,
-                    ) from None
-        raise RecordingError(
-            f"the chunks of table {schema.name} in {files[0].parent} disagree on column types "
-            f"({str(exc).splitlines()[0][:120]})",
-            hint=SPOILED,
-        ) from None
+        part = pq.read_table(path).to_pandas()
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise RecordingError(f"chunk {path} is unreadable ({exc})", hint=SPOILED) from None
+    for col in schema.columns:  # added in a later minor version than the chunk's
+        if col.fill is not None and col.name not in part.columns:
+            part[col.name] = col.fill
+    missing = [c for c in schema.names if c not in part.columns]
+    if missing:
+        raise RecordingError(f"chunk {path} lacks columns {missing} of table {schema.name}", hint=SPOILED)
+    for col in schema.columns:  # Parquet keeps timestamps typed: text there would be parsed as dates
+        if col.dtype.startswith("datetime64") and not pd.api.types.is_datetime64_any_dtype(part[col.name]):
+            raise RecordingError(
+                f"chunk {path} has column {col.name} of type {part[col.name].dtype}, not a timestamp", hint=SPOILED
+            )
+    return part
+
+
+def _mistyped(
+    schema: TableSchema, parts: list[tuple[Path, pd.DataFrame]], exc: Exception
+) -> tuple[RecordingError, Path | None]:
+    """The error naming the first chunk whose values do not convert to ``schema``'s types, and that chunk."""
+    for path, part in parts:
+        for col in schema.columns:
+            try:
+                coerce(TableSchema(schema.name, schema.doc, (col,)), part)
+            except (ValueError, TypeError, OverflowError) as err:
+                why = f"has column {col.name} of the wrong type for {col.dtype} ({str(err).splitlines()[0][:120]})"
+                return RecordingError(f"chunk {path} {why}", hint=SPOILED), path
+    why = f"disagree on column types ({str(exc).splitlines()[0][:120]})"
+    return RecordingError(f"the chunks of table {schema.name} in {parts[0][0].parent} {why}", hint=SPOILED), None
 
 
 def _fill_drop_netns(directory: Path | str, drops: pd.DataFrame) -> pd.DataFrame:
     """A recording before schema 1.1 keyed tap drops by name only: give each the netns its name had in the
     taps table when that was one netns, else "?" (those recorders watched one tap per name)."""
-    taps = read_chunks(TABLES["taps"], chunk_files(directory, "taps"))
+    taps = read_chunks(TABLES["taps"], chunk_files(directory, "taps"), damaged=[])  # said when taps is read
     spaces = taps.groupby("ifname")["netns"].unique() if len(taps) else pd.Series(dtype=object)
     one = {str(n): str(v[0]) for n, v in spaces.items() if len(v) == 1}
     old = drops["netns"] == ""
@@ -132,20 +153,24 @@ def _fill_drop_netns(directory: Path | str, drops: pd.DataFrame) -> pd.DataFrame
     return drops
 
 
-def read_table(directory: Path | str, name: str) -> pd.DataFrame:
-    """All rows of table ``name`` in recording ``directory``, in write order, with the schema's dtypes."""
+def read_table(directory: Path | str, name: str, damaged: list[str] | None = None) -> pd.DataFrame:
+    """All rows of table ``name`` in recording ``directory``, in write order, with the schema's dtypes. With a
+    ``damaged`` list, damaged chunks and missing rows are said there (one sentence each) instead of raising, and
+    the rows that are left are returned."""
     manifest = read_manifest(directory)  # refuses foreign or newer-major directories
     if name not in TABLES:
         raise RecordingError(f"unknown table {name!r}", hint=f"tables: {', '.join(sorted(TABLES))}")
-    df = read_chunks(TABLES[name], chunk_files(directory, name))
+    df = read_chunks(TABLES[name], chunk_files(directory, name), damaged)
     if name == "tap_drops" and len(df) and (df["netns"] == "").any():
         df = _fill_drop_netns(directory, df)
     # The manifest counts rows only after their chunks are in place, so a SIGKILL leaves at least as many on disk.
     recorded = (manifest.get("rows") or {}).get(name)
     if isinstance(recorded, int) and len(df) < recorded:
-        raise RecordingError(
-            f"table {name} in {directory} has {len(df)} rows on disk but the manifest records {recorded} written: "
-            "chunk files are missing",
-            hint=SPOILED,
-        )
+        if damaged is None:
+            raise RecordingError(
+                f"table {name} in {directory} has {len(df)} rows on disk but the manifest records {recorded} "
+                "written: chunk files are missing",
+                hint=SPOILED,
+            )
+        damaged.append(f"table {name}: {recorded - len(df)} of the {recorded} rows written are missing or left out")
     return df

@@ -134,7 +134,8 @@ def render(rec: Recording, findings: list[Finding]) -> str:
         f"<p>{escape(str(facts['start']))} → {escape(str(facts['end']))}, {facts['intervals']} intervals of "
         f"{facts['interval_s']:g} s, {status}. Lost events: <b id='lost'>{facts['lost_events']}</b>. "
         f"Back-end counters: {'yes' if facts['backend_counters'] else 'no'}.</p>"
-        f"<h2>Findings</h2>{verdict}{ranked}"
+        + "".join(f"<p class='damaged'><b>Left out (damaged):</b> {escape(d)}</p>" for d in facts["damaged"])
+        + f"<h2>Findings</h2>{verdict}{ranked}"
         + "".join(_finding(i, f) for i, f in enumerate(findings, 1))
         + gap_html
         + f"<h2>Data paths</h2>{ptab}<h2>Plots</h2>{imgs}<h2>Drops by reason</h2>{drops}"

@@ -33,6 +33,8 @@ def render(rec: Recording, findings: list[Finding]) -> str:
         f"{'complete' if f0['complete'] else 'cut short'}; lost events: {f0['lost_events']}; "
         f"back-end counters: {'yes' if f0['backend_counters'] else 'no'}.",
         "",
+        *[f"**Left out (damaged):** {d}" + "  " for d in f0["damaged"]],
+        *([""] if f0["damaged"] else []),
         "## Findings",
         "",
     ]

@@ -27,6 +27,7 @@ def recording_facts(rec: Recording) -> dict[str, Any]:
         "start": start.isoformat() if start is not None else None,
         "end": end.isoformat() if end is not None else None,
         "lost_events": rec.lost_events,
+        "damaged": list(rec.damaged),  # what --skip-damaged left out
         "capabilities": rec.capabilities,
         "backend_counters": rec.has_backend_counters,
         "environment": m.get("environment"),
