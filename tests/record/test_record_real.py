@@ -129,6 +129,19 @@ def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
     assert "--interval 0.0 is out of range" in res.stderr
 
 
+def test_a_tap_that_does_not_exist_is_recorded_with_a_warning(tmp_path: Path) -> None:
+    """`vhtune record --tap` with a typo: recorded (the VM may start later), and said in the summary (JSON and
+    text) and the manifest instead of leaving rows of zeros unexplained."""
+    out = tmp_path / "r"
+    res = run_record(out, "--tap", "vhtnosuch0", "--interval", "0.2", "--duration", "0.5", "--json")
+    assert res.returncode == 0, res.stderr
+    said = "--tap vhtnosuch0: there is no interface vhtnosuch0 in netns root now"
+    assert [w for w in json.loads(res.stdout)["warnings"] if w.startswith(said)], res.stdout
+    assert [w for w in read_manifest(out)["warnings"] if w.startswith(said)]
+    text = run_record(tmp_path / "t", "--tap", "vhtnosuch0", "--interval", "0.2", "--duration", "0.5")
+    assert text.returncode == 0 and "warning: --tap vhtnosuch0: there is no interface" in text.stdout, text.stdout
+
+
 def test_missing_pid_is_a_usage_error(tmp_path: Path) -> None:
     res = run_record(tmp_path / "r", "-p", "4194304")
     assert res.returncode == 2 and res.stderr.startswith("vhtune: error: no process 4194304")

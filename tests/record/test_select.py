@@ -22,7 +22,7 @@ from vhtune.discover.model import (
 from vhtune.errors import UsageError
 from vhtune.probes.targets import FdTarget, TargetSet
 from vhtune.record.backend_ctl import propagate_roles
-from vhtune.record.select import Selection, build, proc_eventfds, proc_threads
+from vhtune.record.select import Selection, absent_taps, build, proc_eventfds, proc_threads
 
 
 def _snap() -> Snapshot:
@@ -138,6 +138,19 @@ def test_tap_by_bare_name_takes_every_netns_and_netns_slash_name_one() -> None:
     }
     # not discovered (nobody holds it): looked for in the netns given, else where vhtune runs
     assert set(build(snap, Selection(pids=(300,), taps=("x/tap9", "tap8"))).taps) >= {("x", "tap9"), ("?", "tap8")}
+
+
+def test_a_tap_named_that_does_not_exist_is_said() -> None:
+    """A typo in --tap (or a VM not started yet) would record rows of zeros in silence. Discovered taps, and an
+    interface that exists though nobody holds it (lo stands for `ip tuntap add` before the VM), are not said."""
+    sel = Selection(taps=("tap0_kata", "kata-a/tap0_kata", "lo", "vhtnosuch0", "vhtnosuchns/tap9"))
+    assert absent_taps(_kata_snap(), sel) == [
+        "--tap vhtnosuch0: there is no interface vhtnosuch0 in netns root now; its rows stay 0 until one appears "
+        "(`vhtune discover` lists the taps)",
+        "--tap vhtnosuchns/tap9: there is no interface tap9 in netns vhtnosuchns now; its rows stay 0 until one "
+        "appears (`vhtune discover` lists the taps)",
+    ]
+    assert absent_taps(None, Selection(taps=("lo",))) == []
 
 
 def test_a_malformed_tap_spec_is_a_usage_error() -> None:

@@ -31,7 +31,7 @@ from vhtune.record.backend_counters import BackendCounterRecorder
 from vhtune.record.backend_ctl import selected_controls
 from vhtune.record.fdwatch import CHECK_EVERY_S, FdTableWatch
 from vhtune.record.rows import Rows, to_rows
-from vhtune.record.select import Selection, build, parse_tap_spec
+from vhtune.record.select import Selection, absent_taps, build, parse_tap_spec
 from vhtune.record.writer import RecordingWriter
 
 Discover = Callable[[], Snapshot | None]
@@ -239,6 +239,7 @@ class Recorder:
                 return self.summary
             maps = ProbeMaps(probes)
             self._note(writer, maps.apply(build(snap, self.opts.selection)), maps)
+            self._warn(writer, absent_taps(snap, self.opts.selection))
             attached = time.monotonic() - t_start
             self.summary.start_to_attached_s = attached
             self.summary.compile_s = probes.compile_s
@@ -290,10 +291,12 @@ class Recorder:
         if ch:
             writer.note_change(time.time(), ch.added, ch.removed, ch.skipped)
             self.summary.changes += 1
+        self._warn(writer, maps.tap_warnings if maps is not None else [])
+
+    def _warn(self, writer: RecordingWriter, sentences: list[str]) -> None:
+        """Each said once, in the manifest that readers and reports see (the live view shows them too)."""
         warnings = writer.manifest.setdefault("warnings", [])
-        for w in maps.tap_warnings if maps is not None else ():
-            if w not in warnings:  # each said once, in the manifest that readers and reports see
-                warnings.append(w)
+        warnings.extend(w for w in dict.fromkeys(sentences) if w not in warnings)
 
     def _loop(self, writer: RecordingWriter, maps: ProbeMaps, probes: Probes) -> None:
         opts = self.opts
@@ -337,7 +340,8 @@ class Recorder:
             self.summary.intervals = index
             self.summary.lost_events += rows["lost"][0]["total"]
             if self.on_interval:
-                view = IntervalView(index, now - t0, rows, rows["lost"][0]["total"], targets, list(maps.tap_warnings))
+                warnings = list(writer.manifest.get("warnings") or [])
+                view = IntervalView(index, now - t0, rows, rows["lost"][0]["total"], targets, warnings)
                 self.on_interval(view)
             done = self.stop.event.is_set() or (deadline is not None and now >= deadline - 1e-3)
             if done:

@@ -31,6 +31,7 @@ from vhtune.discover.model import (
     TapInfo,
 )
 from vhtune.errors import DiscoveryError, UsageError
+from vhtune.probes.netdev import ROOT, read_counters
 from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TapTarget, TargetSet, ThreadTarget
 from vhtune.record.backend_ctl import control_targets, propagate_roles, selected_controls
 
@@ -110,6 +111,24 @@ def _tap_owner(snap: Snapshot, tap: TapInfo) -> str | None:
         if any(n.ifname == tap.name for n in vm.netdevs):
             return vm.name or f"pid {vm.pid}"
     return None
+
+
+def absent_taps(snap: Snapshot | None, sel: Selection) -> list[str]:
+    """A sentence for each ``--tap`` that names no interface now: a typo, or a VM that has not started yet.
+    Its rows stay 0 until the interface appears (re-discovery then picks it up); the name is still watched."""
+    out = []
+    for spec in sel.taps:
+        netns, name = parse_tap_spec(spec)
+        if snap and any(t.name == name and netns in (None, t.netns) for t in snap.taps):
+            continue
+        where = netns or ROOT
+        if read_counters([(where, name)]):  # an interface nobody holds yet (`ip tuntap add` before the VM)
+            continue
+        out.append(
+            f"--tap {spec}: there is no interface {name} in netns {where} now; its rows stay 0 until one appears "
+            "(`vhtune discover` lists the taps)"
+        )
+    return out
 
 
 def build(snap: Snapshot | None, sel: Selection) -> TargetSet:
