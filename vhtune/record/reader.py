@@ -142,10 +142,11 @@ def _mistyped(
     return RecordingError(f"the chunks of table {schema.name} in {parts[0][0].parent} {why}", hint=SPOILED), None
 
 
-def _fill_drop_netns(directory: Path | str, drops: pd.DataFrame) -> pd.DataFrame:
+def _fill_drop_netns(directory: Path | str, drops: pd.DataFrame, skip_damaged: bool) -> pd.DataFrame:
     """A recording before schema 1.1 keyed tap drops by name only: give each the netns its name had in the
     taps table when that was one netns, else "?" (those recorders watched one tap per name)."""
-    taps = read_chunks(TABLES["taps"], chunk_files(directory, "taps"), damaged=[])  # said when taps is read
+    # With skip_damaged, the taps table's own read says what it left out.
+    taps = read_chunks(TABLES["taps"], chunk_files(directory, "taps"), [] if skip_damaged else None)
     spaces = taps.groupby("ifname")["netns"].unique() if len(taps) else pd.Series(dtype=object)
     one = {str(n): str(v[0]) for n, v in spaces.items() if len(v) == 1}
     old = drops["netns"] == ""
@@ -162,7 +163,7 @@ def read_table(directory: Path | str, name: str, damaged: list[str] | None = Non
         raise RecordingError(f"unknown table {name!r}", hint=f"tables: {', '.join(sorted(TABLES))}")
     df = read_chunks(TABLES[name], chunk_files(directory, name), damaged)
     if name == "tap_drops" and len(df) and (df["netns"] == "").any():
-        df = _fill_drop_netns(directory, df)
+        df = _fill_drop_netns(directory, df, damaged is not None)
     # The manifest counts rows only after their chunks are in place, so a SIGKILL leaves at least as many on disk.
     recorded = (manifest.get("rows") or {}).get(name)
     if isinstance(recorded, int) and len(df) < recorded:

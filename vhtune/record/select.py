@@ -30,7 +30,7 @@ from vhtune.discover.model import (
     Snapshot,
     TapInfo,
 )
-from vhtune.errors import DiscoveryError, UsageError
+from vhtune.errors import DiscoveryError, UsageError, VhtuneError
 from vhtune.probes.netdev import ROOT, read_counters
 from vhtune.probes.targets import ROLE_EVENTFD, FdTarget, TapTarget, TargetSet, ThreadTarget
 from vhtune.record.backend_ctl import control_targets, propagate_roles, selected_controls
@@ -122,7 +122,10 @@ def absent_taps(snap: Snapshot | None, sel: Selection) -> list[str]:
         if snap and any(t.name == name and netns in (None, t.netns) for t in snap.taps):
             continue
         where = netns or ROOT
-        if read_counters([(where, name)]):  # an interface nobody holds yet (`ip tuntap add` before the VM)
+        try:
+            if read_counters([(where, name)]):  # an interface nobody holds yet (`ip tuntap add` before the VM)
+                continue
+        except (VhtuneError, OSError):  # the netns cannot be read: the check is a courtesy, not a reason to stop
             continue
         out.append(
             f"--tap {spec}: there is no interface {name} in netns {where} now; its rows stay 0 until one appears "

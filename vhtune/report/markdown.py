@@ -33,7 +33,7 @@ def render(rec: Recording, findings: list[Finding]) -> str:
         f"{'complete' if f0['complete'] else 'cut short'}; lost events: {f0['lost_events']}; "
         f"back-end counters: {'yes' if f0['backend_counters'] else 'no'}.",
         "",
-        *[f"**Left out (damaged):** {d}" + "  " for d in f0["damaged"]],
+        *[f"**Left out (damaged):** {d}  " for d in f0["damaged"]],  # two spaces: a Markdown line break
         *([""] if f0["damaged"] else []),
         "## Findings",
         "",
