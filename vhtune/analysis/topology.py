@@ -101,9 +101,9 @@ class Topology:
     def tap_refs(self, path: Path) -> list[str]:
         """``path``'s taps as tables name them (``NETNS/NAME`` outside the root netns, see tap_ref): the ones its
         processes hold, plus recorded taps discovery did not see, by name."""
-        held = sorted(tap_ref(ns, name) for (ns, name), p in self.path_of_tap_key().items() if p == path.name)
-        named = {ref.rsplit("/", 1)[-1] for ref in held}
-        return held + [t for t in path.taps if t not in named]
+        keys = [key for key, p in self.path_of_tap_key().items() if p == path.name]
+        named = {name for _ns, name in keys}
+        return sorted(tap_ref(*key) for key in keys) + [t for t in path.taps if t not in named]
 
     def path_of_pid(self) -> dict[int, str]:
         out: dict[int, str] = {}

@@ -239,8 +239,8 @@ class Recorder:
                 return self.summary
             maps = ProbeMaps(probes)
             self._note(writer, maps.apply(build(snap, self.opts.selection)), maps)
-            self._warn(writer, absent_taps(snap, self.opts.selection))
             attached = time.monotonic() - t_start
+            self._warn(writer, absent_taps(snap, self.opts.selection))  # after: not part of the time to attach
             self.summary.start_to_attached_s = attached
             self.summary.compile_s = probes.compile_s
             self.summary.probes = dict(probes.families)
